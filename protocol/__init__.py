@@ -1,0 +1,57 @@
+"""Helpline's wire protocol, sans I/O: frames, typed messages, channels, limits, errors.
+
+Nothing here opens a socket, starts a task or reads a file. See
+:class:`protocol.connection.Connection` for the engine every component
+drives, and ``DESIGN.md`` section 2 for the rules it follows.
+"""
+
+from .connection import ABNORMAL_CLOSURE, PROTOCOL_VERSION, Connection, ConnectionState
+from .errors import ErrorCode, HelplineError, ProtocolError, UsageError, error_from_code
+from .events import (
+    ChannelAccepted,
+    ChannelClosed,
+    ChannelData,
+    ChannelOpened,
+    ChannelRejected,
+    ConnectionClosed,
+    CreditAvailable,
+    Event,
+)
+from .limits import Limits
+from .messages import (
+    DeviceStatus,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Inventory,
+    Message,
+    Role,
+)
+
+__all__ = [
+    "ABNORMAL_CLOSURE",
+    "PROTOCOL_VERSION",
+    "ChannelAccepted",
+    "ChannelClosed",
+    "ChannelData",
+    "ChannelOpened",
+    "ChannelRejected",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionState",
+    "CreditAvailable",
+    "DeviceStatus",
+    "ErrorCode",
+    "Event",
+    "Heartbeat",
+    "HeartbeatAck",
+    "Hello",
+    "HelplineError",
+    "Inventory",
+    "Limits",
+    "Message",
+    "ProtocolError",
+    "Role",
+    "UsageError",
+    "error_from_code",
+]
