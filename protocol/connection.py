@@ -145,7 +145,7 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             return
         try:
-            for frame in self._parser.feed(data):
+            for frame in self._parser.iter_frames(data):
                 if frame.kind is FrameKind.CONTROL:
                     self._take_control_token()
                     message = decode_message(frame.body, self.limits)
@@ -298,8 +298,8 @@ class Connection:
         self._tokens -= 1.0
 
     def _fail(self, error: ProtocolError) -> None:
-        if self.state is not ConnectionState.CLOSED:
-            self._queue_control(0, Goodbye(code=error.code, message=error.message[:1024]))
+        # Never CLOSED here: receive_data returns early once closed.
+        self._queue_control(0, Goodbye(code=error.code, message=error.message[:1024]))
         self.state = ConnectionState.CLOSED
         self.close_code, self.close_message = error.code, error.message
 

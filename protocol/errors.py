@@ -87,7 +87,7 @@ class HelplineError(Exception):
 class ProtocolError(HelplineError):
     """The peer broke the protocol. The connection must be closed with ``code``."""
 
-    code = ErrorCode.MALFORMED_FRAME
+    code = ErrorCode.UNEXPECTED_MESSAGE
     default_message = "protocol error"
 
 
@@ -227,4 +227,6 @@ def error_from_code(code: int, message: str) -> HelplineError:
     cls = _BY_CODE.get(code)
     if cls is None:
         return RemoteError(code, message)
-    return cls(message)
+    error = cls(message)
+    error.code = ErrorCode(code)  # several codes share a class; keep the one received
+    return error

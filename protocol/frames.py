@@ -20,6 +20,7 @@ makes the format self-delimiting, so the parser also works on a byte stream.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -99,8 +100,16 @@ class FrameParser:
         A header is checked as soon as it is complete, before any of the body
         that follows it in ``data`` is copied into the buffer.
         """
+        return list(self.iter_frames(data))
+
+    def iter_frames(self, data: bytes) -> Iterator[Frame]:
+        """Like :meth:`feed`, but yield each frame before parsing the next header.
+
+        A bad header after good frames in the same ``data`` then raises only
+        once those frames have been handled, as it would had the bytes come
+        one read at a time. Stop iterating and the rest of ``data`` is dropped.
+        """
         view = memoryview(data)
-        frames: list[Frame] = []
         while view:
             if self._pending is None:
                 take = HEADER_SIZE - len(self._buffer)
@@ -115,7 +124,7 @@ class FrameParser:
             self._buffer += view[:take]
             view = view[take:]
             if len(self._buffer) == length:
-                frames.append(Frame(kind, channel, bytes(self._buffer)))
+                frame = Frame(kind, channel, bytes(self._buffer))
                 self._buffer.clear()
                 self._pending = None
-        return frames
+                yield frame

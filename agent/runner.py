@@ -1,0 +1,182 @@
+"""The agent's connection loop: connect out over WSS with mTLS, speak, reconnect forever.
+
+One connection at a time. While connected: Hello, then the inventory, then a
+heartbeat every ``heartbeat_interval``; the relay's silence for three
+intervals counts as a dead link. On any end (relay restart, network cut,
+refusal) the agent waits per :class:`~agent.backoff.Backoff` and tries again;
+the backoff resets once a connection got as far as the relay's Hello.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+import aiohttp
+
+from certs.contexts import pinned_client_context
+from protocol import (
+    ChannelOpened,
+    Connection,
+    ConnectionClosed,
+    ConnectionState,
+    Heartbeat,
+    Hello,
+    Limits,
+    ProtocolError,
+    Role,
+)
+from protocol.errors import ErrorCode
+from protocol.frames import HEADER_SIZE
+
+from .backoff import Backoff
+from .config import AgentConfig
+from .inventory import AGENT_VERSION, collect_inventory
+
+log = logging.getLogger("helpline.agent")
+
+AGENT_PATH = "/agent/v1/connect"
+
+
+class AgentRunner:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self.limits = Limits()
+        self.connected = asyncio.Event()
+        self._heartbeat_seq = 0
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return pinned_client_context(
+            self.config.ca_file.read_text(), self.config.cert_file, self.config.key_file
+        )
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.run_once(stop)
+            except (aiohttp.ClientError, OSError, TimeoutError, ProtocolError) as exc:
+                log.warning("connection to relay failed: %s", _describe(exc))
+            self.connected.clear()
+            if stop.is_set():
+                break
+            delay = self.backoff.next_delay()
+            log.info("reconnecting in %.1f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def run_once(self, stop: asyncio.Event) -> None:
+        url = self.config.url + AGENT_PATH
+        timeout = aiohttp.ClientTimeout(total=None, connect=15, sock_connect=15)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.ws_connect(
+                url,
+                ssl=self.ssl_context(),
+                heartbeat=None,
+                autoping=True,
+                max_msg_size=self.limits.max_frame_size + HEADER_SIZE,
+                compress=0,
+            ) as ws,
+        ):
+            conn = Connection(
+                Role.AGENT, limits=self.limits, software=f"helpline-agent/{AGENT_VERSION}"
+            )
+            link = RelayLink(conn, ws)
+            heartbeats = asyncio.create_task(self._heartbeats(link))
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                await self._pump(link, stopper)
+            finally:
+                heartbeats.cancel()
+                stopper.cancel()
+                if not ws.closed:
+                    conn.close(ErrorCode.GOING_AWAY, "agent stopping")
+                    await link.flush()
+                    await ws.close()
+
+    async def _pump(self, link: RelayLink, stopper: asyncio.Task[bool]) -> None:
+        conn, ws = link.conn, link.ws
+        await link.flush()
+        idle_limit = self.config.heartbeat_interval * 3
+        while not ws.closed:
+            receive = asyncio.ensure_future(ws.receive())
+            done, _ = await asyncio.wait(
+                {receive, stopper}, timeout=idle_limit, return_when=asyncio.FIRST_COMPLETED
+            )
+            if receive not in done:
+                receive.cancel()
+                if stopper in done:
+                    return
+                raise TimeoutError("relay silent for three heartbeat intervals")
+            message = receive.result()
+            if message.type is aiohttp.WSMsgType.BINARY:
+                try:
+                    conn.receive_data(message.data)
+                except ProtocolError:
+                    await link.flush()
+                    raise
+            elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                  aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):  # fmt: skip
+                code = ws.close_code or 1006
+                log.info("relay closed the connection (code %s)", code)
+                conn.receive_eof()
+            for event in conn.events_received():
+                self._handle(conn, event)
+            await link.flush()
+            if conn.should_close_transport:
+                return
+
+    def _handle(self, conn: Connection, event: object) -> None:
+        if isinstance(event, Hello):
+            conn.send(collect_inventory())
+            self.backoff.reset()
+            self.connected.set()
+            log.info("connected to relay as %s", self.config.name)
+        elif isinstance(event, ChannelOpened):
+            conn.reject_channel(
+                event.channel, ErrorCode.NOT_PERMITTED,
+                f"this agent does not offer {event.kind[:32]!r} sessions",
+            )  # fmt: skip
+        elif isinstance(event, ConnectionClosed):
+            log.info("relay said goodbye: %s (%d)", event.message, event.code)
+
+    async def _heartbeats(self, link: RelayLink) -> None:
+        while not link.ws.closed:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            if link.conn.state is not ConnectionState.OPEN:
+                continue
+            self._heartbeat_seq += 1
+            link.conn.send(Heartbeat(seq=self._heartbeat_seq))
+            with contextlib.suppress(ConnectionError):
+                await link.flush()
+
+
+class RelayLink:
+    """The agent's one WebSocket to the relay and its protocol :class:`Connection`.
+
+    Frames are taken from the connection under a lock, so two tasks flushing
+    at once (the message loop and the heartbeat timer) cannot reorder them.
+    """
+
+    def __init__(self, conn: Connection, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.conn = conn
+        self.ws = ws
+        self._lock = asyncio.Lock()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            for frame in self.conn.data_to_send():
+                if self.ws.closed:
+                    return
+                await self.ws.send_bytes(frame)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"relay refused the connection ({exc.status}: device unknown or revoked?)"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLError):
+        return f"TLS failed: {exc}"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,102 @@
+"""The agents' endpoint: ``GET /agent/v1/connect`` upgraded to a WebSocket, mTLS only.
+
+The TLS handshake already refused certificates from another CA and revoked
+ones (CRL). Here the certificate's device id must name an enrolled,
+unrevoked device whose certificate fingerprint matches. Then the protocol
+runs: Hello, inventory, heartbeats. Anything malformed closes this one
+connection with the error's code; nothing an agent sends reaches another.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from cryptography import x509
+
+from certs.authority import device_id_of
+from certs.fingerprints import fingerprint
+from protocol import Connection, Event, Hello, Inventory, Limits, Role
+from protocol.errors import AuthError
+from protocol.frames import HEADER_SIZE
+
+from .links import AgentLink, run_link
+from .state import RELAY, VERSION, RelayState
+
+log = logging.getLogger("helpline.agents")
+
+routes = web.RouteTableDef()
+
+
+def peer_certificate(request: web.Request) -> x509.Certificate | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return None if der is None else x509.load_der_x509_certificate(der)
+
+
+def protocol_limits(relay: RelayState) -> Limits:
+    return Limits(max_frame_size=relay.config.agents.max_frame_size)
+
+
+@routes.get("/agent/v1/connect")
+async def agent_connect(request: web.Request) -> web.StreamResponse:
+    relay = request.app[RELAY]
+    certificate = peer_certificate(request)
+    if certificate is None:
+        raise AuthError("agents must present their client certificate")
+    try:
+        device_id = device_id_of(certificate)
+    except ValueError:
+        raise AuthError("certificate does not name a device") from None
+    device = await relay.store.get_device(device_id)
+    address = request.remote or "unknown"
+    if (
+        device is None
+        or device.revoked_at is not None
+        or device.cert_fingerprint != fingerprint(certificate)
+    ):
+        await relay.audit.record(
+            f"device:{device_id}",
+            "agent.refused",
+            device_id,
+            address=address,
+            reason="unknown or revoked device",
+        )
+        raise AuthError("device unknown or revoked")
+    limits = protocol_limits(relay)
+    ws = web.WebSocketResponse(
+        max_msg_size=limits.max_frame_size + HEADER_SIZE, compress=False, autoping=True
+    )
+    await ws.prepare(request)
+    conn = Connection(Role.RELAY, limits=limits, software=f"helpline-relay/{VERSION}")
+    link = AgentLink(
+        ws=ws, conn=conn, device_id=device.id, name=device.name, group=device.group, address=address
+    )
+
+    async def on_event(event: Event) -> None:
+        link.last_seen = time.time()
+        if isinstance(event, Hello):
+            await relay.presence.agent_online(link)
+            await relay.store.update_device(device.id, last_seen=link.last_seen)
+        elif isinstance(event, Inventory):
+            inventory = {
+                "hostname": event.hostname,
+                "os": event.os,
+                "user": event.user,
+                "agent_version": event.agent_version,
+                "addresses": list(event.addresses),
+            }
+            await relay.store.update_device(device.id, inventory=inventory)
+
+    try:
+        await run_link(link, on_event, relay.config.agents.heartbeat_timeout)
+    finally:
+        await relay.presence.agent_offline(link)
+        try:
+            await relay.store.update_device(device.id, last_seen=link.last_seen)
+        except Exception:  # the store may be closing during shutdown
+            log.debug("could not record last_seen for %s", device.id, exc_info=True)
+    return ws

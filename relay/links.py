@@ -1,0 +1,99 @@
+"""A WebSocket paired with its protocol :class:`Connection`, and the loop that pumps it.
+
+This is the relay's whole adapter over the sans-I/O core: read a message, feed
+it, act on the events, write what the connection queued. A protocol error
+closes this one WebSocket with the error's code after the Goodbye is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import WSMsgType, web
+
+from protocol import Connection, Event
+from protocol.errors import ErrorCode, ProtocolError
+
+log = logging.getLogger("helpline.links")
+
+
+@dataclass(eq=False, slots=True)
+class Link:
+    """One WebSocket carrying one protocol :class:`Connection`."""
+
+    ws: web.WebSocketResponse
+    conn: Connection
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def flush(self) -> None:
+        """Write everything the connection has queued, in order."""
+        async with self.lock:
+            for frame in self.conn.data_to_send():
+                if self.ws.closed:
+                    return
+                await self.ws.send_bytes(frame)
+
+    async def close(self, code: int, message: str) -> None:
+        self.conn.close(code, message)
+        await self.flush()
+        await self.ws.close(code=code, message=message.encode()[:120])
+
+
+@dataclass(eq=False, slots=True)
+class AgentLink(Link):
+    device_id: str = ""
+    name: str = ""
+    group: str = ""
+    connected_at: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    address: str = ""
+
+
+@dataclass(eq=False, slots=True)
+class ConsoleLink(Link):
+    username: str = ""
+    #: Whether this console may see a device of the given group.
+    may_see: Callable[[str], bool] = lambda group: False
+
+
+async def run_link(
+    link: Link, on_event: Callable[[Event], Awaitable[None]], idle_timeout: float | None
+) -> None:
+    """Pump one WebSocket through its Connection until either side closes.
+
+    ``on_event`` is awaited for every event; a ProtocolError closes the
+    WebSocket with the error's code after the Goodbye is flushed.
+    """
+    ws, conn = link.ws, link.conn
+    await link.flush()
+    while not ws.closed:
+        try:
+            message = await ws.receive(timeout=idle_timeout)
+        except TimeoutError:
+            await link.close(ErrorCode.GOING_AWAY, "no heartbeat")
+            return
+        if message.type is WSMsgType.BINARY:
+            try:
+                conn.receive_data(message.data)
+            except ProtocolError as error:
+                log.warning("protocol error from %s: %s (code %d)", link, error, error.code)
+                await link.flush()
+                await ws.close(code=error.code, message=error.message.encode()[:120])
+                return
+        elif message.type is WSMsgType.TEXT:
+            conn.close(ErrorCode.MALFORMED_FRAME, "text messages are not part of the protocol")
+            await link.flush()
+            await ws.close(code=ErrorCode.MALFORMED_FRAME, message=b"text messages not allowed")
+            return
+        else:  # CLOSE, CLOSING, CLOSED, ERROR
+            conn.receive_eof()
+        for event in conn.events_received():
+            await on_event(event)
+        await link.flush()
+        if conn.should_close_transport:
+            await ws.close()
+            return

@@ -1,0 +1,58 @@
+"""Who is connected right now: agents by device id, and consoles to notify.
+
+One live connection per device: a newer one replaces the older (an agent that
+lost its network reconnects before the relay noticed the old socket died).
+Consoles receive a ``DeviceStatus`` when a device they may see comes or goes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import DeviceStatus
+from protocol.errors import ErrorCode, UsageError
+
+from .links import AgentLink, ConsoleLink
+
+
+class Presence:
+    def __init__(self) -> None:
+        self.agents: dict[str, AgentLink] = {}
+        self.consoles: set[ConsoleLink] = set()
+
+    def is_online(self, device_id: str) -> bool:
+        return device_id in self.agents
+
+    def last_seen(self, device_id: str) -> float | None:
+        link = self.agents.get(device_id)
+        return None if link is None else link.last_seen
+
+    async def agent_online(self, link: AgentLink) -> None:
+        previous = self.agents.get(link.device_id)
+        self.agents[link.device_id] = link
+        if previous is not None:
+            await previous.close(ErrorCode.CONFLICT, "replaced by a newer connection")
+        await self._notify(link, online=True)
+
+    async def agent_offline(self, link: AgentLink) -> None:
+        if self.agents.get(link.device_id) is link:
+            del self.agents[link.device_id]
+            await self._notify(link, online=False)
+
+    async def disconnect_agent(self, device_id: str, code: int, message: str) -> None:
+        link = self.agents.get(device_id)
+        if link is not None:
+            await link.close(code, message)
+
+    async def _notify(self, agent: AgentLink, *, online: bool) -> None:
+        status = DeviceStatus(device_id=agent.device_id, name=agent.name, online=online)
+        for console in list(self.consoles):
+            if console.may_see(agent.group) and not console.ws.closed:
+                try:
+                    console.conn.send(status)
+                    await console.flush()
+                except (ConnectionError, RuntimeError, UsageError):
+                    continue
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"agents": len(self.agents), "consoles": len(self.consoles)}
