@@ -101,8 +101,13 @@ def load_config(directory: Path) -> AgentConfig:
     consent_section = dict(raw.get("consent", {}))
     prompt_timeout = _number(consent_section, "prompt_timeout", 30.0)
     consent_section.pop("prompt_timeout", None)
-    consent = {"shell": "prompt", "view": "prompt", "control": "prompt", "files": "prompt",
-               "update": "notify"}  # fmt: skip
+    consent = {
+        "shell": "prompt",
+        "view": "prompt",
+        "control": "prompt",
+        "files": "prompt",
+        "update": "notify",
+    }
     for kind, policy in consent_section.items():
         if kind not in SESSION_KINDS or policy not in POLICIES:
             raise ConfigError(f"{path}: [consent] {kind} = {policy!r} is not valid")

@@ -118,8 +118,12 @@ class AgentRunner:
                 except ProtocolError:
                     await link.flush()
                     raise
-            elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                  aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):  # fmt: skip
+            elif message.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.ERROR,
+            ):
                 code = ws.close_code or 1006
                 log.info("relay closed the connection (code %s)", code)
                 conn.receive_eof()
@@ -137,9 +141,10 @@ class AgentRunner:
             log.info("connected to relay as %s", self.config.name)
         elif isinstance(event, ChannelOpened):
             conn.reject_channel(
-                event.channel, ErrorCode.NOT_PERMITTED,
+                event.channel,
+                ErrorCode.NOT_PERMITTED,
                 f"this agent does not offer {event.kind[:32]!r} sessions",
-            )  # fmt: skip
+            )
         elif isinstance(event, ConnectionClosed):
             log.info("relay said goodbye: %s (%d)", event.message, event.code)
 

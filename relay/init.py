@@ -114,7 +114,9 @@ async def init_data_dir(
     store = await open_store(config.store_url)
     try:
         audit_log = AuditLog(store, data_dir / "audit-head.json")
-        await audit_log.record("relay", "relay.init", str(data_dir), ca_fingerprint=pki.ca_fingerprint)
+        await audit_log.record(
+            "relay", "relay.init", str(data_dir), ca_fingerprint=pki.ca_fingerprint
+        )
         await store.create_group("default")
         await audit_log.record("relay", "group.create", "default")
         password = secrets.token_urlsafe(15)

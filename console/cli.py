@@ -1,0 +1,474 @@
+"""``helpline``: the technician's and admin's command line.
+
+Log in once (``helpline login``); the token is kept 0600 under
+``$HELPLINE_CONFIG`` or ``$XDG_CONFIG_HOME/helpline`` and used by every other
+command until it expires.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from certs.bootstrap import fetch_ca, fetch_pinned_ca
+from certs.fingerprints import fingerprint
+from protocol.errors import AuthError, HelplineError
+
+from .client import HelplineClient
+from .credentials import Credentials, forget_credentials, load_credentials, save_credentials
+from .output import as_json, printable, table, when
+
+Command = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+class CliError(Exception):
+    """A problem to report in one line, with exit status 1."""
+
+
+def _client() -> HelplineClient:
+    credentials = load_credentials()
+    if credentials is None:
+        raise CliError("not logged in; run 'helpline login URL --user NAME'")
+    if credentials.expired:
+        raise CliError("your login has expired; run 'helpline login' again")
+    return HelplineClient(credentials.url, credentials.ca_pem, credentials.token)
+
+
+# -- login / logout ----------------------------------------------------------------------
+
+
+def _pin_ca(url: str, expected: str | None) -> str:
+    if expected:
+        return fetch_pinned_ca(url, expected)
+    saved = load_credentials()
+    if saved is not None and saved.url == url:
+        return saved.ca_pem
+    from cryptography import x509
+
+    pem = fetch_ca(url)
+    actual = fingerprint(x509.load_pem_x509_certificate(pem.encode()))
+    if not sys.stdin.isatty():
+        raise CliError(f"the relay's CA is {actual}; pass --ca-fingerprint to trust it")
+    answer = input(f"The relay's CA fingerprint is\n  {actual}\nTrust it? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError("not trusted; nothing saved")
+    return pem
+
+
+def _login_inputs(args: argparse.Namespace, url: str) -> tuple[str, str, str]:
+    """Pin the CA and ask for what is missing (blocking: run in a thread)."""
+    ca_pem = _pin_ca(url, args.ca_fingerprint)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"Password for {args.user}: ")
+    otp = args.otp
+    if otp is None:
+        otp = input("One-time code: ").strip() if sys.stdin.isatty() else ""
+    return ca_pem, password, otp
+
+
+async def cmd_login(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/")
+    ca_pem, password, otp = await asyncio.to_thread(_login_inputs, args, url)
+    async with HelplineClient(url, ca_pem) as client:
+        body = await client.login(args.user, password, otp)
+    path = save_credentials(
+        Credentials(url, ca_pem, body["token"], body["user"]["username"], body["expires_at"])
+    )
+    user = body["user"]
+    print(f"logged in to {url} as {user['username']} ({user['role']}); token saved in {path}")
+    return 0
+
+
+async def cmd_logout(args: argparse.Namespace) -> int:
+    credentials = load_credentials()
+    if credentials is not None and not credentials.expired:
+        async with _client() as client:
+            # Already invalid on the relay: forgetting it here is all that is left.
+            with contextlib.suppress(AuthError):
+                await client.logout()
+    forget_credentials()
+    print("logged out")
+    return 0
+
+
+# -- devices ---------------------------------------------------------------------------------
+
+
+def _device_state(device: dict[str, Any]) -> str:
+    if device.get("revoked_at"):
+        return "revoked"
+    return "online" if device["online"] else "offline"
+
+
+def _print_devices(devices: list[dict[str, Any]]) -> None:
+    rows = [
+        (
+            d["name"],
+            d["group"],
+            _device_state(d),
+            when(d.get("last_seen")),
+            d.get("inventory", {}).get("os", ""),
+            d.get("inventory", {}).get("agent_version", ""),
+            d["id"],
+        )
+        for d in devices
+    ]
+    table(("name", "group", "state", "last seen", "os", "agent", "id"), rows)
+
+
+async def cmd_devices(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        devices = await client.devices()
+    if args.json:
+        as_json(devices)
+    else:
+        _print_devices(devices)
+    return 0
+
+
+# -- admin -----------------------------------------------------------------------------------
+
+
+async def cmd_admin(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        result = await ADMIN_ACTIONS[(args.area, args.action)](client, args)
+    if args.json:
+        as_json(result)
+    elif isinstance(result, str):
+        print(result)
+    return 0
+
+
+async def _users_list(client: HelplineClient, args: argparse.Namespace) -> Any:
+    users = await client.users()
+    if not args.json:
+        table(
+            ("username", "full name", "role", "totp", "locked until", "disabled"),
+            [
+                (
+                    u["username"],
+                    u["full_name"],
+                    u["role"],
+                    "yes" if u["totp_required"] else "no",
+                    when(u["locked_until"]) if u["locked_until"] else "-",
+                    "yes" if u["disabled"] else "no",
+                )
+                for u in users
+            ],
+        )
+    return users
+
+
+async def _users_create(client: HelplineClient, args: argparse.Namespace) -> Any:
+    fields: dict[str, Any] = {"full_name": args.full_name, "role": args.role}
+    if args.password_stdin:
+        fields["password"] = sys.stdin.readline().rstrip("\n")
+    if args.no_totp:
+        fields["totp_required"] = False
+    body = await client.create_user(args.username, **fields)
+    if args.json:
+        return body
+    lines = [f"created {args.username} ({args.role})"]
+    if "password" in body:
+        lines.append(f"  password:    {body['password']}")
+    lines.append(f"  TOTP secret: {body['totp_secret']}")
+    lines.append(f"  TOTP URI:    {body['totp_uri']}")
+    return "\n".join(lines)
+
+
+async def _users_delete(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.delete_user(args.username)
+    return f"deleted {args.username}"
+
+
+async def _users_unlock(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.unlock_user(args.username)
+    return f"unlocked {args.username}"
+
+
+async def _users_disable(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.update_user(args.username, disabled=True)
+    return f"disabled {args.username}"
+
+
+async def _users_enable(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.update_user(args.username, disabled=False)
+    return f"enabled {args.username}"
+
+
+async def _users_reset_totp(client: HelplineClient, args: argparse.Namespace) -> Any:
+    body = await client.reset_totp(args.username)
+    return body if args.json else f"new TOTP secret for {args.username}: {body['totp_secret']}"
+
+
+async def _groups_list(client: HelplineClient, args: argparse.Namespace) -> Any:
+    groups = await client.groups()
+    if not args.json:
+        table(("name", "created"), [(g["name"], when(g["created_at"])) for g in groups])
+    return groups
+
+
+async def _groups_create(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.create_group(args.name)
+    return f"created group {args.name}"
+
+
+async def _groups_delete(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.delete_group(args.name)
+    return f"deleted group {args.name}"
+
+
+async def _grants_list(client: HelplineClient, args: argparse.Namespace) -> Any:
+    grants = await client.grants()
+    if not args.json:
+        table(("username", "group"), [(g["username"], g["group"]) for g in grants])
+    return grants
+
+
+async def _grants_add(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.add_grant(args.username, args.group)
+    return f"{args.username} may now open sessions on devices of {args.group}"
+
+
+async def _grants_remove(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.remove_grant(args.username, args.group)
+    return f"removed {args.username}'s grant on {args.group}"
+
+
+async def _tokens_list(client: HelplineClient, args: argparse.Namespace) -> Any:
+    tokens = await client.enrolment_tokens()
+    if not args.json:
+        table(
+            ("id", "group", "uses", "expires", "revoked", "created by"),
+            [
+                (
+                    t["id"],
+                    t["group"],
+                    f"{t['uses']}/{t['max_uses']}",
+                    when(t["expires_at"]),
+                    "yes" if t["revoked"] else "no",
+                    t["created_by"],
+                )
+                for t in tokens
+            ],
+        )
+    return tokens
+
+
+async def _tokens_create(client: HelplineClient, args: argparse.Namespace) -> Any:
+    body = await client.create_enrolment_token(
+        args.group, expires_in=args.expires, max_uses=args.uses
+    )
+    if args.json:
+        return body
+    return f"token: {body['token']}\nenrol a machine with:\n  {body['command']}"
+
+
+async def _tokens_revoke(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.revoke_enrolment_token(args.id)
+    return f"revoked enrolment token {args.id}"
+
+
+async def _devices_list(client: HelplineClient, args: argparse.Namespace) -> Any:
+    devices = await client.devices()
+    if not args.json:
+        _print_devices(devices)
+    return devices
+
+
+async def _devices_revoke(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.revoke_device(args.device)
+    return f"revoked {args.device}: its certificate is refused from now on"
+
+
+async def _devices_move(client: HelplineClient, args: argparse.Namespace) -> Any:
+    await client.update_device(args.device, group=args.group)
+    return f"moved {args.device} to {args.group}"
+
+
+ADMIN_ACTIONS: dict[
+    tuple[str, str], Callable[[HelplineClient, argparse.Namespace], Awaitable[Any]]
+] = {
+    ("users", "list"): _users_list,
+    ("users", "create"): _users_create,
+    ("users", "delete"): _users_delete,
+    ("users", "unlock"): _users_unlock,
+    ("users", "disable"): _users_disable,
+    ("users", "enable"): _users_enable,
+    ("users", "reset-totp"): _users_reset_totp,
+    ("groups", "list"): _groups_list,
+    ("groups", "create"): _groups_create,
+    ("groups", "delete"): _groups_delete,
+    ("grants", "list"): _grants_list,
+    ("grants", "add"): _grants_add,
+    ("grants", "remove"): _grants_remove,
+    ("tokens", "list"): _tokens_list,
+    ("tokens", "create"): _tokens_create,
+    ("tokens", "revoke"): _tokens_revoke,
+    ("devices", "list"): _devices_list,
+    ("devices", "revoke"): _devices_revoke,
+    ("devices", "move"): _devices_move,
+}
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+async def cmd_audit_list(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        page = await client.audit(
+            after=args.after,
+            limit=args.limit,
+            actor=args.actor,
+            action=args.action,
+            target=args.target,
+        )
+    entries = page["entries"]
+    if args.json:
+        as_json(entries)
+        return 0
+    table(
+        ("seq", "time", "actor", "action", "target", "details"),
+        [
+            (
+                e["seq"],
+                e["ts"][:19].replace("T", " "),
+                e["actor"],
+                e["action"],
+                e["target"],
+                " ".join(f"{k}={printable(v)}" for k, v in sorted(e["details"].items())),
+            )
+            for e in entries
+        ],
+    )
+    return 0
+
+
+async def cmd_audit_verify(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        report = await client.verify_audit()
+    if report.ok:
+        print(f"audit chain intact: {report.checked} entries verified")
+        return 0
+    print(f"audit chain BROKEN at entry {report.bad_seq}: {report.reason}", file=sys.stderr)
+    print(f"({report.checked} entries before it verified)", file=sys.stderr)
+    return 3
+
+
+# -- wiring ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="helpline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    login = commands.add_parser("login", help="log in to a relay and keep the token")
+    login.add_argument("url")
+    login.add_argument("--user", required=True)
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login.add_argument("--otp", help="the current TOTP code (prompted for when absent)")
+    login.add_argument("--ca-fingerprint", help="sha256:HEX of the relay's CA, to pin it")
+    login.set_defaults(run=cmd_login)
+
+    commands.add_parser("logout", help="revoke and forget the token").set_defaults(run=cmd_logout)
+
+    devices = commands.add_parser("devices", help="devices you may open sessions on")
+    devices.add_argument("--json", action="store_true")
+    devices.set_defaults(run=cmd_devices)
+
+    admin = commands.add_parser("admin", help="users, groups, grants, enrolment tokens, devices")
+    areas = admin.add_subparsers(dest="area", required=True)
+
+    def action(
+        area: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+    ) -> argparse.ArgumentParser:
+        sub = area.add_parser(name, help=help_text)
+        sub.add_argument("--json", action="store_true")
+        sub.set_defaults(run=cmd_admin, action=name)
+        return sub
+
+    users = areas.add_parser("users").add_subparsers(dest="action", required=True)
+    action(users, "list", "list accounts")
+    create = action(users, "create", "create an account (password and TOTP secret shown once)")
+    create.add_argument("username")
+    create.add_argument("--role", choices=("admin", "technician", "auditor"), default="technician")
+    create.add_argument("--full-name")
+    create.add_argument("--password-stdin", action="store_true")
+    create.add_argument("--no-totp", action="store_true", help="do not require a second factor")
+    for name, text in (
+        ("delete", "delete an account"),
+        ("unlock", "clear a lockout"),
+        ("disable", "disable an account"),
+        ("enable", "re-enable an account"),
+        ("reset-totp", "issue a new TOTP secret"),
+    ):
+        action(users, name, text).add_argument("username")
+
+    groups = areas.add_parser("groups").add_subparsers(dest="action", required=True)
+    action(groups, "list", "list device groups")
+    action(groups, "create", "create a group").add_argument("name")
+    action(groups, "delete", "delete an empty group").add_argument("name")
+
+    grants = areas.add_parser("grants").add_subparsers(dest="action", required=True)
+    action(grants, "list", "who may work on which group")
+    for name in ("add", "remove"):
+        sub = action(grants, name, f"{name} a technician's grant on a group")
+        sub.add_argument("username")
+        sub.add_argument("group")
+
+    tokens = areas.add_parser("tokens").add_subparsers(dest="action", required=True)
+    action(tokens, "list", "list enrolment tokens")
+    create_token = action(tokens, "create", "create an enrolment token")
+    create_token.add_argument("--group", default="default")
+    create_token.add_argument("--expires", type=int, help="lifetime in seconds")
+    create_token.add_argument("--uses", type=int, help="how many machines may use it")
+    action(tokens, "revoke", "revoke an enrolment token").add_argument("id", type=int)
+
+    admin_devices = areas.add_parser("devices").add_subparsers(dest="action", required=True)
+    action(admin_devices, "list", "all devices")
+    action(admin_devices, "revoke", "revoke a device's certificate").add_argument("device")
+    move = action(admin_devices, "move", "move a device to another group")
+    move.add_argument("device")
+    move.add_argument("group")
+
+    audit = commands.add_parser("audit", help="the tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_list = audit_commands.add_parser("list", help="show entries")
+    audit_list.add_argument("--json", action="store_true")
+    audit_list.add_argument("--after", type=int, default=0, help="entries after this seq")
+    audit_list.add_argument("--limit", type=int, default=100)
+    audit_list.add_argument("--actor")
+    audit_list.add_argument("--action")
+    audit_list.add_argument("--target")
+    audit_list.set_defaults(run=cmd_audit_list)
+    audit_commands.add_parser("verify", help="recompute the hash chain").set_defaults(
+        run=cmd_audit_verify
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(args.run(args))
+    except (CliError, HelplineError, ValueError) as exc:
+        print(f"helpline: {printable(exc)}", file=sys.stderr)
+        return 1
+    except (OSError, TimeoutError) as exc:
+        print(f"helpline: cannot reach the relay: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
