@@ -111,6 +111,8 @@ async def start_relay(config: RelayConfig, listen: str | None = None) -> Running
         host,
         port,
         handshake_timeout=config.server.tls_handshake_timeout,
+        shared_buffer=config.server.shared_tls_buffer,
+        backlog=4096,
     )
     tasks = [asyncio.create_task(_flush_last_seen(state))]
     await state.audit.record("relay", "relay.start", "", listen=f"{host}:{port}", at=time.time())

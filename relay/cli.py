@@ -95,6 +95,60 @@ async def _verify(data: Path) -> int:
     return 2
 
 
+def _info(data: Path) -> int:
+    """What an operator needs to start: URL, fingerprints and, while it exists, the
+    first admin's login with a current one-time code."""
+    import pyotp
+
+    from .pki import RelayPKI
+
+    config = load_config(data)
+    pki = RelayPKI(data)
+    print(f"Helpline relay        {config.server.public_url}")
+    print(f"CA fingerprint        {pki.ca_fingerprint}")
+    host_key = data / "ssh_host_ed25519_key.pub"
+    if host_key.exists():
+        from .init import ssh_fingerprint
+
+        print(f"SSH host key          {ssh_fingerprint(host_key.read_bytes())}")
+    initial = data / "initial-admin.json"
+    if initial.exists():
+        admin = json.loads(initial.read_text())
+        code = pyotp.TOTP(admin["totp_secret"]).now()
+        print(f"Admin login           {admin['username']} / {admin['password']}")
+        print(f"Admin TOTP secret     {admin['totp_secret']}  (code right now: {code})")
+        print("Log in with:")
+        print(
+            f"  helpline login {config.server.public_url} --user {admin['username']}"
+            f" --ca-fingerprint {pki.ca_fingerprint}"
+        )
+    return 0
+
+
+async def _wait(data: Path, seconds: float) -> int:
+    """Poll the relay's health endpoint (TLS verified against our CA) until it answers."""
+    import aiohttp
+
+    from certs.contexts import pinned_client_context
+
+    config = load_config(data)
+    context = pinned_client_context((data / "ca.pem").read_text())
+    url = config.server.public_url + "/api/v1/health"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    async with aiohttp.ClientSession() as session:
+        while loop.time() < deadline:
+            try:
+                async with session.get(url, ssl=context) as response:
+                    if response.status == 200:
+                        return 0
+            except (aiohttp.ClientError, OSError):
+                pass
+            await asyncio.sleep(0.2)
+    print(f"helpline-relay: no answer from {url} within {seconds:.0f} s", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="helpline-relay", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -124,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     verify = audit_commands.add_parser("verify")
     verify.add_argument("--data", type=Path, required=True)
 
+    info = commands.add_parser("info", help="URL, fingerprints and the first admin's login")
+    info.add_argument("--data", type=Path, required=True)
+
+    wait = commands.add_parser("wait", help="wait until the relay answers")
+    wait.add_argument("--data", type=Path, required=True)
+    wait.add_argument("--timeout", type=float, default=30.0)
+
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:
@@ -137,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(_create_token(args.data, args.group, args.uses, args.expires))
             print(json.dumps(result) if args.json else result["token"])
             return 0
+        if args.command == "info":
+            return _info(args.data)
+        if args.command == "wait":
+            return asyncio.run(_wait(args.data, args.timeout))
         return asyncio.run(_verify(args.data))
     except ConfigError as exc:
         print(f"helpline-relay: {exc}", file=sys.stderr)

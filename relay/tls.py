@@ -84,12 +84,14 @@ async def start_tls_server(
     *,
     handshake_timeout: float = 10.0,
     backlog: int = 1024,
+    shared_buffer: bool = True,
 ) -> asyncio.Server:
     """Listen on ``host:port``; every connection is TLS with the context current at accept."""
     loop = asyncio.get_running_loop()
+    protocol_class = SharedBufferSSLProtocol if shared_buffer else sslproto.SSLProtocol
 
     def make_protocol() -> asyncio.BaseProtocol:
-        return SharedBufferSSLProtocol(
+        return protocol_class(
             loop,
             protocol_factory(),
             context(),

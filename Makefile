@@ -1,0 +1,62 @@
+# Helpline: `make run` to try it, `make test` to check it. Everything is installed here,
+# in ./.venv, on first use; nothing is installed system-wide (see .ci/run for that).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+DATA   ?= .helpline
+LISTEN ?= 127.0.0.1:8443
+SSH_LISTEN ?= 127.0.0.1:2222
+URL    := https://$(LISTEN)
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+	@echo "installed Helpline and its dependencies into $(VENV)"
+
+# The relay on $(LISTEN) with an SQLite store and its own PKI in $(DATA)/relay, plus a demo
+# agent enrolled into it. Ctrl-C stops both.
+run: install
+	@set -e; \
+	if [ ! -f $(DATA)/relay/relay.toml ]; then \
+		$(BIN)/helpline-relay init --data $(DATA)/relay --listen $(LISTEN) --ssh-listen $(SSH_LISTEN) > /dev/null; \
+	fi; \
+	$(BIN)/helpline-relay serve --data $(DATA)/relay > $(DATA)/relay.log 2>&1 & relay=$$!; \
+	agent=""; \
+	trap 'kill $$relay $$agent 2>/dev/null; wait 2>/dev/null; echo; echo "stopped"' EXIT; \
+	trap 'exit 0' INT TERM; \
+	$(BIN)/helpline-relay wait --data $(DATA)/relay --timeout 30 || { cat $(DATA)/relay.log; exit 1; }; \
+	if [ ! -f $(DATA)/agent/agent.toml ]; then \
+		token=$$($(BIN)/helpline-relay token create --data $(DATA)/relay --group default); \
+		fingerprint=$$($(BIN)/helpline-relay info --data $(DATA)/relay | awk '/^CA fingerprint/ {print $$3}'); \
+		$(BIN)/helpline-agent enroll $(URL) --token $$token --ca-fingerprint $$fingerprint \
+			--config $(DATA)/agent --name demo-agent > /dev/null; \
+	fi; \
+	$(BIN)/helpline-agent run --config $(DATA)/agent > $(DATA)/agent.log 2>&1 & agent=$$!; \
+	echo; $(BIN)/helpline-relay info --data $(DATA)/relay; echo; \
+	echo "Then:  $(BIN)/helpline devices"; \
+	echo "Logs:  $(DATA)/relay.log  $(DATA)/agent.log      Stop with Ctrl-C."; \
+	wait $$relay
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider --cov=protocol --cov-branch --cov-report=term-missing:skip-covered
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict protocol certs
+
+bench: install
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache .coverage build *.egg-info
