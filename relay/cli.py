@@ -21,9 +21,10 @@ from .config import ConfigError, load_config
 log = logging.getLogger("helpline.relay")
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, serving: bool) -> None:
+    """Serving logs at INFO; one-shot commands only say something when it matters."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO if serving else logging.WARNING,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     wait.add_argument("--timeout", type=float, default=30.0)
 
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, serving=args.command == "serve")
     try:
         if args.command == "init":
             return _init(args)
