@@ -54,6 +54,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict protocol certs
+	$(BIN)/mypy relay agent console
 
 bench: install
 	$(PY) -m tests.bench

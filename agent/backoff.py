@@ -25,7 +25,7 @@ class Backoff:
 
     def ceiling(self) -> float:
         """The upper bound of the next delay."""
-        return min(self.cap, self.base * 2 ** min(self.failures, 62))
+        return min(self.cap, self.base * float(2 ** min(self.failures, 62)))
 
     def next_delay(self) -> float:
         delay = self._rand(0.0, self.ceiling())

@@ -459,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(args.run(args))
+        status: int = asyncio.run(args.run(args))
+        return status
     except (CliError, HelplineError, ValueError) as exc:
         print(f"helpline: {printable(exc)}", file=sys.stderr)
         return 1

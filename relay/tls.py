@@ -51,7 +51,7 @@ class SharedBufferSSLProtocol(sslproto.SSLProtocol):
         super().__init__(loop, *args, **kwargs)
         shared = _loop_buffer(loop)
         self._ssl_buffer_view = shared
-        self._ssl_buffer = shared.obj  # type: ignore[assignment]
+        self._ssl_buffer = shared.obj
 
     def get_buffer(self, n: int) -> memoryview:
         # Never grow a private buffer: hand out the loop's shared one.
@@ -95,9 +95,9 @@ async def start_tls_server(
             loop,
             protocol_factory(),
             context(),
-            None,
+            None,  # type: ignore[arg-type]  # no waiter: this is a server connection
             server_side=True,
-            ssl_handshake_timeout=handshake_timeout,
+            ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]
         )
 
     return await loop.create_server(make_protocol, host, port, backlog=backlog)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -34,8 +35,8 @@ def _role(value: str) -> UserRole:
         raise InvalidMessage("role must be admin, technician or auditor") from None
 
 
-def _password(data: dict[str, object]) -> str:
-    password = text(data, "password", max_length=1024)  # type: ignore[arg-type]
+def _password(data: dict[str, Any]) -> str:
+    password = text(data, "password", max_length=1024)
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidMessage(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
     return password
