@@ -18,7 +18,7 @@ from cryptography import x509
 from certs.authority import device_id_of
 from certs.fingerprints import fingerprint
 from protocol import Connection, Event, Hello, Inventory, Limits, Role
-from protocol.errors import AuthError
+from protocol.errors import AuthError, HandshakeError
 from protocol.frames import HEADER_SIZE
 
 from .links import AgentLink, run_link
@@ -79,6 +79,8 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     async def on_event(event: Event) -> None:
         link.last_seen = time.time()
         if isinstance(event, Hello):
+            if event.role != Role.AGENT:
+                raise HandshakeError("this endpoint is for agents")
             await relay.presence.agent_online(link)
             await relay.store.update_device(device.id, last_seen=link.last_seen)
         elif isinstance(event, Inventory):

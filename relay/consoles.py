@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from protocol import Connection, DeviceStatus, Event, Hello, Role
+from protocol.errors import HandshakeError
 from protocol.frames import HEADER_SIZE
 
 from .agents import protocol_limits
@@ -49,6 +50,8 @@ async def console_connect(request: web.Request) -> web.StreamResponse:
 
     async def on_event(event: Event) -> None:
         if isinstance(event, Hello):
+            if event.role != Role.CONSOLE:
+                raise HandshakeError("this endpoint is for consoles")
             relay.presence.consoles.add(link)
             for device in await relay.store.list_devices():
                 if may_see(device.group) and device.revoked_at is None:

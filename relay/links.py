@@ -52,12 +52,18 @@ class AgentLink(Link):
     last_seen: float = field(default_factory=time.time)
     address: str = ""
 
+    def __str__(self) -> str:
+        return f"agent {self.name!r} ({self.device_id}) from {self.address}"
+
 
 @dataclass(eq=False, slots=True)
 class ConsoleLink(Link):
     username: str = ""
     #: Whether this console may see a device of the given group.
     may_see: Callable[[str], bool] = lambda group: False
+
+    def __str__(self) -> str:
+        return f"console of {self.username!r}"
 
 
 async def run_link(
@@ -91,8 +97,14 @@ async def run_link(
             return
         else:  # CLOSE, CLOSING, CLOSED, ERROR
             conn.receive_eof()
-        for event in conn.events_received():
-            await on_event(event)
+        try:
+            for event in conn.events_received():
+                await on_event(event)
+        except ProtocolError as error:
+            # The adapter refused what the protocol layer accepted (e.g. a peer in the wrong role).
+            log.warning("refused by %s: %s (code %d)", link, error, error.code)
+            await link.close(error.code, error.message)
+            return
         await link.flush()
         if conn.should_close_transport:
             await ws.close()
