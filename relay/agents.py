@@ -78,7 +78,9 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
 
     async def on_event(event: Event) -> None:
         link.last_seen = time.time()
-        if isinstance(event, Hello):
+        if getattr(event, "channel", None) is not None:
+            await relay.broker.from_agent(link, event)
+        elif isinstance(event, Hello):
             if event.role != Role.AGENT:
                 raise HandshakeError("this endpoint is for agents")
             await relay.presence.agent_online(link)
@@ -96,6 +98,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     try:
         await run_link(link, on_event, relay.config.agents.heartbeat_timeout)
     finally:
+        await relay.broker.agent_lost(link)
         await relay.presence.agent_offline(link)
         try:
             await relay.store.update_device(device.id, last_seen=link.last_seen)

@@ -16,6 +16,7 @@ from .api import admin, audit, devices, enrol, session
 from .api.common import auth_middleware, errors_middleware
 from .audit import AuditLog
 from .auth import Authenticator
+from .broker import Broker
 from .config import RelayConfig
 from .pki import RelayPKI
 from .presence import Presence
@@ -41,7 +42,7 @@ def split_host_port(listen: str) -> tuple[str, int]:
 async def build_state(config: RelayConfig) -> RelayState:
     store = await open_store(config.store_url)
     audit_log = AuditLog(store, config.data_dir / "audit-head.json")
-    return RelayState(
+    state = RelayState(
         config=config,
         store=store,
         audit=audit_log,
@@ -49,6 +50,8 @@ async def build_state(config: RelayConfig) -> RelayState:
         pki=RelayPKI(config.data_dir),
         presence=Presence(),
     )
+    state.broker = Broker(state)
+    return state
 
 
 def build_app(state: RelayState) -> web.Application:
@@ -63,6 +66,7 @@ def build_app(state: RelayState) -> web.Application:
 
 
 async def _close_links(app: web.Application) -> None:
+    await app[RELAY].broker.shutdown()
     presence = app[RELAY].presence
     links = [*presence.agents.values(), *presence.consoles]
     for link in links:

@@ -158,7 +158,8 @@ class Authenticator:
             await self._fail(user, actor, address, "wrong password", now)
             raise AuthError(_GENERIC_FAILURE)
         step = user.totp_last_step
-        if user.totp_required or user.totp_secret:
+        # Every account gets a secret at creation; only those that require it must use it.
+        if user.totp_required:
             if user.totp_secret is None:
                 await self._fail(user, actor, address, "no TOTP secret enrolled", now)
                 raise AuthError(_GENERIC_FAILURE)

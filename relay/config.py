@@ -55,8 +55,12 @@ enrolment_token_uses = 1
 certificate_days = 825
 
 [ssh]
-# The SSH gateway (used from the Shell issue on).
+# The SSH gateway: `ssh -p PORT USER:DEVICE@relay`.
 listen = "{ssh_listen}"
+
+[recording]
+# Record what technicians type in shell sessions too. Off by default: input holds passwords.
+record_input = false
 """
 
 
@@ -98,6 +102,11 @@ class SshConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    record_input: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     data_dir: Path
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -105,6 +114,7 @@ class RelayConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)
     ssh: SshConfig = field(default_factory=SshConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
     @property
     def store_url(self) -> str:
@@ -120,6 +130,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "auth": AuthConfig,
     "agents": AgentsConfig,
     "ssh": SshConfig,
+    "recording": RecordingConfig,
 }
 
 

@@ -27,10 +27,12 @@ class User:
     locked_until: float | None
     disabled: bool
     created_at: float
+    read_all_recordings: bool = False
 
     def public(self) -> dict[str, Any]:
         """What the API shows of a user: never the hash or the TOTP secret."""
         return {
+            "read_all_recordings": self.read_all_recordings,
             "username": self.username,
             "full_name": self.full_name,
             "role": self.role.value,
@@ -117,3 +119,54 @@ class AuditEntry:
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    id: str
+    user_id: int | None
+    username: str
+    device_id: str
+    device_name: str
+    kind: str
+    reason: str
+    via: str
+    state: str
+    requested_at: float
+    consent: str | None = None
+    end_reason: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    bytes_to_device: int = 0
+    bytes_from_device: int = 0
+    exit_code: int | None = None
+    recording: str | None = None
+    recording_sha256: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        record = asdict(self)
+        record.pop("user_id")
+        record["has_recording"] = record.pop("recording") is not None
+        end = self.ended_at
+        start = self.started_at
+        record["duration"] = None if start is None or end is None else round(end - start, 3)
+        return record
+
+
+@dataclass(slots=True)
+class SshKey:
+    id: int
+    user_id: int
+    name: str
+    public_key: str
+    fingerprint: str
+    created_at: float
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "public_key": self.public_key,
+            "created_at": self.created_at,
+        }

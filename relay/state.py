@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -12,6 +13,9 @@ from .config import RelayConfig
 from .pki import RelayPKI
 from .presence import Presence
 from .store import Store
+
+if TYPE_CHECKING:
+    from .broker import Broker
 
 VERSION = "0.1.0"
 
@@ -24,6 +28,7 @@ class RelayState:
     auth: Authenticator
     pki: RelayPKI
     presence: Presence
+    broker: Broker = None  # type: ignore[assignment]  # set right after construction
 
 
 RELAY = web.AppKey("relay", RelayState)

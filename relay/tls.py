@@ -21,6 +21,7 @@ revoking a device installs a new CRL for every handshake that follows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import weakref
 from asyncio import sslproto
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SharedBufferSSLProtocol", "server_context", "start_tls_server"]
+__all__ = ["AlertingSSLProtocol", "SharedBufferSSLProtocol", "server_context", "start_tls_server"]
 
 _SHARED_BUFFER_SIZE = sslproto.SSLProtocol.max_size
 _buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
@@ -44,7 +45,24 @@ def _loop_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
     return view
 
 
-class SharedBufferSSLProtocol(sslproto.SSLProtocol):
+class AlertingSSLProtocol(sslproto.SSLProtocol):
+    """``SSLProtocol`` that tells a refused client why before hanging up.
+
+    asyncio drops the connection on a failed handshake without writing the TLS
+    alert OpenSSL queued, so a revoked or foreign agent saw only "server
+    disconnected". Writing it first gives the client an SSL error naming the
+    cause (``certificate revoked``, ``unknown ca``...).
+    """
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None and self._transport is not None:
+            # The transport may already be gone; refusing is what matters.
+            with contextlib.suppress(OSError, RuntimeError):
+                self._process_outgoing()
+        super()._on_handshake_complete(handshake_exc)
+
+
+class SharedBufferSSLProtocol(AlertingSSLProtocol):
     """``SSLProtocol`` whose socket read buffer is shared by every connection of a loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> None:
@@ -88,7 +106,7 @@ async def start_tls_server(
 ) -> asyncio.Server:
     """Listen on ``host:port``; every connection is TLS with the context current at accept."""
     loop = asyncio.get_running_loop()
-    protocol_class = SharedBufferSSLProtocol if shared_buffer else sslproto.SSLProtocol
+    protocol_class = SharedBufferSSLProtocol if shared_buffer else AlertingSSLProtocol
 
     def make_protocol() -> asyncio.BaseProtocol:
         return protocol_class(

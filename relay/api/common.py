@@ -68,6 +68,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except HelplineError as error:
+        user = request.get(USER_KEY)
+        if isinstance(error, NotPermitted) and user is not None:
+            # A refused call is a denial, and every denial is an audit entry.
+            await request.app[RELAY].audit.record(
+                user.username,
+                "api.denied",
+                request.path,
+                method=request.method,
+                role=user.role.value,
+            )
         return error_response(error)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):

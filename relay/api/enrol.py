@@ -42,6 +42,13 @@ async def enroll(request: web.Request) -> web.Response:
         )
         raise AuthError(_REFUSED)
     if await relay.store.get_device_by_name(name) is not None:
+        await relay.audit.record(
+            f"token:{record.id}",
+            "device.enroll_refused",
+            name,
+            address=address,
+            reason="name taken",
+        )
         raise Conflict(f"a device named {name!r} is already enrolled; choose another --name")
     device_id = uuid.uuid4().hex
     # Check the CSR before the token is spent: a bad request must not use it up.

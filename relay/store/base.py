@@ -12,7 +12,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from ..models import ApiToken, AuditEntry, Device, EnrolmentToken, Group, User, UserRole
+from ..models import (
+    ApiToken,
+    AuditEntry,
+    Device,
+    EnrolmentToken,
+    Group,
+    SessionRecord,
+    SshKey,
+    User,
+    UserRole,
+)
 
 
 class Store(ABC):
@@ -136,6 +146,36 @@ class Store(ABC):
         action: str | None = None,
         target: str | None = None,
     ) -> Sequence[AuditEntry]: ...
+
+    # sessions
+    @abstractmethod
+    async def create_session(self, record: SessionRecord) -> None: ...
+
+    @abstractmethod
+    async def update_session(self, session_id: str, **fields: Any) -> None: ...
+
+    @abstractmethod
+    async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    @abstractmethod
+    async def list_sessions(
+        self, *, limit: int = 100, username: str | None = None, unfinished: bool = False
+    ) -> list[SessionRecord]: ...
+
+    # ssh keys
+    @abstractmethod
+    async def add_ssh_key(
+        self, user_id: int, name: str, public_key: str, fingerprint: str
+    ) -> SshKey: ...
+
+    @abstractmethod
+    async def find_ssh_key(self, fingerprint: str) -> SshKey | None: ...
+
+    @abstractmethod
+    async def list_ssh_keys(self, user_id: int) -> list[SshKey]: ...
+
+    @abstractmethod
+    async def delete_ssh_key(self, user_id: int, key: str) -> None: ...
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -77,3 +77,40 @@ MIGRATIONS: list[str] = [
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
 ]
+
+MIGRATIONS.append(
+    # 2: sessions, their recordings, SSH keys for the gateway
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER REFERENCES users(id) ON DELETE SET NULL,
+        username TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        device_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        via TEXT NOT NULL,
+        state TEXT NOT NULL,
+        consent TEXT,
+        end_reason TEXT,
+        requested_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        bytes_to_device INTEGER NOT NULL DEFAULT 0,
+        bytes_from_device INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        recording TEXT,
+        recording_sha256 TEXT
+    );
+    CREATE INDEX sessions_requested ON sessions(requested_at);
+    CREATE TABLE ssh_keys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE users ADD COLUMN read_all_recordings INTEGER NOT NULL DEFAULT 0;
+    """
+)

@@ -20,7 +20,17 @@ from typing import Any, TypeVar
 from protocol.auditchain import GENESIS, entry_hash
 from protocol.errors import Conflict, NotFound
 
-from ..models import ApiToken, AuditEntry, Device, EnrolmentToken, Group, User, UserRole
+from ..models import (
+    ApiToken,
+    AuditEntry,
+    Device,
+    EnrolmentToken,
+    Group,
+    SessionRecord,
+    SshKey,
+    User,
+    UserRole,
+)
 from .base import Store
 from .schema import MIGRATIONS
 
@@ -36,7 +46,9 @@ _USER_FIELDS = {
     "failed_attempts",
     "locked_until",
     "disabled",
+    "read_all_recordings",
 }
+_SESSION_FIELDS = set(SessionRecord.__dataclass_fields__) - {"id"}
 _DEVICE_FIELDS = {"name", "group", "revoked_at", "last_seen", "inventory"}
 
 
@@ -54,6 +66,7 @@ def _user(row: sqlite3.Row) -> User:
         locked_until=row["locked_until"],
         disabled=bool(row["disabled"]),
         created_at=row["created_at"],
+        read_all_recordings=bool(row["read_all_recordings"]),
     )
 
 
@@ -464,6 +477,79 @@ class SQLiteStore(Store):
             params,
         )
         return [_audit(r) for r in rows]
+
+    # -- sessions --------------------------------------------------------------------
+
+    async def create_session(self, record: SessionRecord) -> None:
+        names = list(SessionRecord.__dataclass_fields__)
+        await self._execute(
+            f"INSERT INTO sessions ({', '.join(names)})"  # noqa: S608 (names from the dataclass)
+            f" VALUES ({', '.join('?' for _ in names)})",
+            [getattr(record, name) for name in names],
+        )
+
+    async def update_session(self, session_id: str, **fields: Any) -> None:
+        unknown = set(fields) - _SESSION_FIELDS
+        if unknown:
+            raise ValueError(f"unknown session fields: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        await self._execute(
+            f"UPDATE sessions SET {assignments} WHERE id = ?",  # noqa: S608 (names from a whitelist)
+            (*fields.values(), session_id),
+        )
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        row = await self._fetchone("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        return None if row is None else SessionRecord(**dict(row))
+
+    async def list_sessions(
+        self, *, limit: int = 100, username: str | None = None, unfinished: bool = False
+    ) -> list[SessionRecord]:
+        clauses, params = ["1 = 1"], []
+        if username is not None:
+            clauses.append("username = ?")
+            params.append(username)
+        if unfinished:
+            clauses.append("ended_at IS NULL")
+        rows = await self._fetchall(
+            f"SELECT * FROM sessions WHERE {' AND '.join(clauses)}"  # noqa: S608
+            " ORDER BY requested_at DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [SessionRecord(**dict(r)) for r in rows]
+
+    # -- ssh keys ----------------------------------------------------------------------
+
+    async def add_ssh_key(
+        self, user_id: int, name: str, public_key: str, fingerprint: str
+    ) -> SshKey:
+        await self._execute(
+            "INSERT INTO ssh_keys (user_id, name, public_key, fingerprint, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (user_id, name, public_key, fingerprint, time.time()),
+        )
+        key = await self.find_ssh_key(fingerprint)
+        assert key is not None
+        return key
+
+    async def find_ssh_key(self, fingerprint: str) -> SshKey | None:
+        row = await self._fetchone("SELECT * FROM ssh_keys WHERE fingerprint = ?", (fingerprint,))
+        return None if row is None else SshKey(**dict(row))
+
+    async def list_ssh_keys(self, user_id: int) -> list[SshKey]:
+        rows = await self._fetchall(
+            "SELECT * FROM ssh_keys WHERE user_id = ? ORDER BY id", (user_id,)
+        )
+        return [SshKey(**dict(r)) for r in rows]
+
+    async def delete_ssh_key(self, user_id: int, key: str) -> None:
+        changed = await self._execute(
+            "DELETE FROM ssh_keys WHERE user_id = ?"
+            " AND (fingerprint = ? OR name = ? OR CAST(id AS TEXT) = ?)",
+            (user_id, key, key, key),
+        )
+        if not changed:
+            raise NotFound("no such key")
 
 
 def _split_statements(script: str) -> list[str]:
