@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .errors import FlowControlError, UsageError
-from .messages import MAX_WINDOW
+from .limits import MAX_WINDOW
 
 __all__ = ["Channel", "ChannelState"]
 

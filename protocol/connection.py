@@ -10,6 +10,13 @@ When the peer breaks the protocol, :meth:`receive_data` queues a ``Goodbye``
 carrying the error's code, moves to ``CLOSED`` and raises the
 :class:`~protocol.errors.ProtocolError`; the adapter sends what is queued and
 closes that connection, and no other connection is affected.
+
+Our own misuse raises :class:`~protocol.errors.UsageError` and queues nothing:
+a code outside 1000..4999, sending on a channel that is not open, or sending
+once the connection is closing. Calls that only wind a channel down
+(``close_channel``, ``reject_channel``, ``acknowledge``) do nothing once the
+connection is closing: the channel goes away with it. Channel closes may cross
+on the wire, so a close for a channel this side already forgot is ignored.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from .events import (
     ChannelAccepted,
     ChannelClosed,
     ChannelData,
+    ChannelMessage,
     ChannelOpened,
     ChannelRejected,
     ConnectionClosed,
@@ -40,6 +48,8 @@ from .events import (
 from .frames import MAX_CHANNEL_ID, FrameKind, FrameParser, encode_frame
 from .limits import Limits
 from .messages import (
+    MAX_CODE,
+    MIN_CODE,
     ChannelAccept,
     ChannelClose,
     ChannelOpen,
@@ -76,6 +86,9 @@ class ConnectionState(Enum):
     CLOSING = "closing"
     CLOSED = "closed"
 
+
+#: Channel messages the connection handles itself; the rest go to the application.
+_CHANNEL_MECHANICS = (ChannelOpen, ChannelAccept, ChannelReject, WindowAdjust, ChannelClose)
 
 #: Which peer roles each role talks to.
 _PEER_ROLES: Mapping[Role, frozenset[Role]] = {
@@ -115,7 +128,7 @@ class Connection:
         self._software = software
         self._capabilities = capabilities
         self._clock = clock
-        self._parser = FrameParser(self.limits.max_frame_size)
+        self._parser = FrameParser(self.limits.max_frame_size, self.limits.max_control_size)
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
         self._channels: dict[int, Channel] = {}
@@ -196,6 +209,7 @@ class Connection:
 
     def close(self, code: int = ErrorCode.NORMAL, message: str = "") -> None:
         """Start an orderly close: send Goodbye, then wait for the peer's."""
+        _check_code(code)
         if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
             return
         self._queue_control(0, Goodbye(code=code, message=message))
@@ -224,12 +238,16 @@ class Connection:
         self._queue_control(channel, message)
 
     def accept_channel(self, channel: int) -> None:
+        self._check_open("accept a channel")
         state = self._channel(channel, ChannelState.OFFERED)
         state.state = ChannelState.OPEN
         state.receive_credit = state.receive_window = self.limits.channel_window
         self._queue_control(channel, ChannelAccept(window=self.limits.channel_window))
 
     def reject_channel(self, channel: int, code: int, message: str = "") -> None:
+        _check_code(code)
+        if self.state is not ConnectionState.OPEN:
+            return  # the offer goes away with the connection
         self._channel(channel, ChannelState.OFFERED)
         del self._channels[channel]
         self._queue_control(channel, ChannelReject(code=code, message=message))
@@ -240,6 +258,7 @@ class Connection:
 
     def send_data(self, channel: int, data: bytes) -> None:
         """Send ``data``, split into frames the peer accepts. Must fit the credit."""
+        self._check_open("send data")
         state = self._channel(channel, ChannelState.OPEN)
         state.spend(len(data))
         step = self._peer_max_frame
@@ -248,19 +267,31 @@ class Connection:
 
     def acknowledge(self, channel: int, size: int) -> None:
         """The application consumed ``size`` bytes of ``channel``: grant them back."""
-        state = self._channels.get(channel)
-        if state is None or state.state is ChannelState.CLOSING:
-            return  # late acknowledgement of a channel being torn down
+        state = self._live_channel(channel)
+        if state is None:
+            return  # late acknowledgement of a channel or connection being torn down
         increment = state.consume(size)
         if increment:
             self._queue_control(channel, WindowAdjust(increment=increment))
 
     def close_channel(self, channel: int, code: int = ErrorCode.NORMAL, message: str = "") -> None:
-        state = self._channels.get(channel)
-        if state is None or state.state is ChannelState.CLOSING:
-            return
+        _check_code(code)
+        state = self._live_channel(channel)
+        if state is None:
+            return  # already gone or going, or going away with the connection
         state.state = ChannelState.CLOSING
         self._queue_control(channel, ChannelClose(code=code, message=message))
+
+    def send_channel_message(self, channel: int, message: Message) -> None:
+        """Send an application message on an open channel (a resize, an exit status...)."""
+        if message.SCOPE is not Scope.CHANNEL or isinstance(message, _CHANNEL_MECHANICS):
+            raise UsageError(f"{message.TYPE} is not an application channel message")
+        if self.role not in message.SENDERS:
+            raise UsageError(f"a {self.role.value} does not send {message.TYPE}")
+        self._channel(channel, ChannelState.OPEN)
+        if self.state is not ConnectionState.OPEN:
+            raise UsageError(f"cannot send {message.TYPE} in state {self.state.value}")
+        self._queue_control(channel, message)
 
     def open_channels(self) -> Iterator[int]:
         return iter(list(self._channels))
@@ -276,6 +307,17 @@ class Connection:
             max_frame_size=self.limits.max_frame_size,
         )
         self._queue_control(0, hello)
+
+    def _check_open(self, action: str) -> None:
+        if self.state is not ConnectionState.OPEN:
+            raise UsageError(f"cannot {action} in state {self.state.value}")
+
+    def _live_channel(self, channel: int) -> Channel | None:
+        """The channel, unless it is gone, closing, or going away with the connection."""
+        state = self._channels.get(channel)
+        if state is None or state.state is ChannelState.CLOSING:
+            return None
+        return state if self.state is ConnectionState.OPEN else None
 
     def _check_can_send(self, message: Message) -> None:
         if self.state is not ConnectionState.OPEN:
@@ -356,6 +398,8 @@ class Connection:
             return
         state = self._channels.get(channel)
         if state is None:
+            if isinstance(message, ChannelClose):
+                return  # crossed our reject (or automatic reject): already gone here
             raise UnknownChannel(f"no channel {channel}")
         if isinstance(message, ChannelClose):
             if state.state is not ChannelState.CLOSING:
@@ -363,7 +407,13 @@ class Connection:
             del self._channels[channel]
             self._events.append(ChannelClosed(channel, message.code, message.message))
         elif state.state is ChannelState.CLOSING:
-            return  # sent before the peer saw our close
+            if isinstance(message, ChannelReject):
+                # crossed our close of a channel we were opening: the peer forgot
+                # it and will ignore our close, so this reject is the last word
+                del self._channels[channel]
+                self._events.append(ChannelClosed(channel, message.code, message.message))
+            # anything else was sent before the peer saw our close; an accept is
+            # answered by the peer's close once our close reaches it
         elif isinstance(message, ChannelAccept | ChannelReject):
             if state.state is not ChannelState.OPENING:
                 raise ProtocolError(f"{message.TYPE} for a channel not being opened")
@@ -374,12 +424,13 @@ class Connection:
             else:
                 del self._channels[channel]
                 self._events.append(ChannelRejected(channel, message.code, message.message))
-        else:
-            assert isinstance(message, WindowAdjust)
-            if state.state is not ChannelState.OPEN:
-                raise ProtocolError("window adjustment for a channel not open")
+        elif state.state is not ChannelState.OPEN:
+            raise ProtocolError(f"{message.TYPE} for a channel not open")
+        elif isinstance(message, WindowAdjust):
             state.grant(message.increment)
             self._events.append(CreditAvailable(channel, state.send_credit))
+        else:
+            self._events.append(ChannelMessage(channel, message))
 
     def _handle_open(self, channel: int, message: ChannelOpen) -> None:
         if channel in self._channels:
@@ -409,3 +460,9 @@ class Connection:
             raise ProtocolError(f"data on channel {channel} before it was open")
         state.receive(len(body))
         self._events.append(ChannelData(channel, body))
+
+
+def _check_code(code: int) -> None:
+    """A code we send must be one the peer accepts (a WebSocket close code)."""
+    if not MIN_CODE <= code <= MAX_CODE:
+        raise UsageError(f"code {code} is outside {MIN_CODE}..{MAX_CODE}")

@@ -27,6 +27,7 @@ __all__ = [
     "ErrorCode",
     "FlowControlError",
     "FrameError",
+    "FrameTooLarge",
     "HandshakeError",
     "HelplineError",
     "InvalidMessage",
@@ -103,6 +104,13 @@ class LimitExceeded(ProtocolError):
 
     code = ErrorCode.LIMIT_EXCEEDED
     default_message = "limit exceeded"
+
+
+class FrameTooLarge(LimitExceeded):
+    """A frame header announced a body longer than this side accepts."""
+
+    code = ErrorCode.FRAME_TOO_LARGE
+    default_message = "frame too large"
 
 
 class UnknownMessage(ProtocolError):
@@ -203,7 +211,7 @@ class UsageError(Exception):
 
 _BY_CODE: dict[int, type[HelplineError]] = {
     ErrorCode.MALFORMED_FRAME: FrameError,
-    ErrorCode.FRAME_TOO_LARGE: LimitExceeded,
+    ErrorCode.FRAME_TOO_LARGE: FrameTooLarge,
     ErrorCode.LIMIT_EXCEEDED: LimitExceeded,
     ErrorCode.UNKNOWN_MESSAGE: UnknownMessage,
     ErrorCode.UNSUPPORTED_VERSION: HandshakeError,

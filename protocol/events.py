@@ -16,6 +16,7 @@ __all__ = [
     "ChannelAccepted",
     "ChannelClosed",
     "ChannelData",
+    "ChannelMessage",
     "ChannelOpened",
     "ChannelRejected",
     "ConnectionClosed",
@@ -54,6 +55,14 @@ class ChannelData:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelMessage:
+    """An application message on a channel (a resize, an exit status...)."""
+
+    channel: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
 class CreditAvailable:
     """The peer granted more window: ``credit`` bytes may now be sent."""
 
@@ -84,6 +93,7 @@ Event = (
     | ChannelAccepted
     | ChannelRejected
     | ChannelData
+    | ChannelMessage
     | CreditAvailable
     | ChannelClosed
     | ConnectionClosed

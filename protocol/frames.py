@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .errors import FrameError, LimitExceeded
+from .errors import FrameError, FrameTooLarge
 
 __all__ = [
     "HEADER_SIZE",
@@ -61,11 +61,14 @@ def encode_frame(kind: FrameKind, channel: int, body: bytes) -> bytes:
     return _HEADER.pack(kind, channel, len(body)) + body
 
 
-def parse_header(header: bytes, max_frame_size: int) -> tuple[FrameKind, int, int]:
+def parse_header(
+    header: bytes, max_frame_size: int, max_control_size: int | None = None
+) -> tuple[FrameKind, int, int]:
     """Decode and check a header: ``(kind, channel, length)``.
 
-    Raises :class:`FrameError` for an unknown kind and :class:`LimitExceeded`
-    for a body longer than ``max_frame_size``; both before any body is read.
+    Raises :class:`FrameError` for an unknown kind and :class:`FrameTooLarge`
+    for a body longer than ``max_frame_size``, or than ``max_control_size``
+    (if given) for a control frame; both before any body is read.
     """
     kind_byte, channel, length = _HEADER.unpack(header)
     try:
@@ -73,7 +76,9 @@ def parse_header(header: bytes, max_frame_size: int) -> tuple[FrameKind, int, in
     except ValueError:
         raise FrameError(f"unknown frame kind {kind_byte}") from None
     if length > max_frame_size:
-        raise LimitExceeded(f"frame of {length} bytes exceeds limit of {max_frame_size}")
+        raise FrameTooLarge(f"frame of {length} bytes exceeds limit of {max_frame_size}")
+    if kind is FrameKind.CONTROL and max_control_size is not None and length > max_control_size:
+        raise FrameTooLarge(f"control frame of {length} bytes exceeds limit of {max_control_size}")
     return kind, channel, length
 
 
@@ -81,11 +86,13 @@ class FrameParser:
     """Incremental parser: feed bytes, take complete frames.
 
     Holds at most one header plus one body of at most ``max_frame_size``
-    bytes, whatever the peer sends.
+    bytes (``max_control_size`` for a control frame, if given), whatever the
+    peer sends.
     """
 
-    def __init__(self, max_frame_size: int) -> None:
+    def __init__(self, max_frame_size: int, max_control_size: int | None = None) -> None:
         self._max_frame_size = max_frame_size
+        self._max_control_size = max_control_size
         self._buffer = bytearray()
         self._pending: tuple[FrameKind, int, int] | None = None
 
@@ -117,7 +124,9 @@ class FrameParser:
                 view = view[take:]
                 if len(self._buffer) < HEADER_SIZE:
                     break
-                self._pending = parse_header(bytes(self._buffer), self._max_frame_size)
+                self._pending = parse_header(
+                    bytes(self._buffer), self._max_frame_size, self._max_control_size
+                )
                 self._buffer.clear()
             kind, channel, length = self._pending
             take = length - len(self._buffer)

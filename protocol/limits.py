@@ -1,15 +1,26 @@
 """Limits a :class:`~protocol.connection.Connection` enforces on what a peer sends.
 
 Every limit is checked *before* the data it guards is buffered or decoded: a
-frame header announcing more than ``max_frame_size`` is refused as soon as its
-nine header bytes have arrived, not after a megabyte has piled up.
+frame header announcing more than ``max_frame_size`` (``max_control_size`` for a
+control frame) is refused as soon as its nine header bytes have arrived, not
+after a megabyte has piled up.
+
+Limits are also checked against what the peer accepts: ``max_frame_size`` is
+announced in ``Hello`` and ``channel_window`` in ``ChannelOpen``/``ChannelAccept``,
+so values the peer would refuse are refused here, when the Limits are made.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Limits"]
+__all__ = ["MAX_FRAME_SIZE", "MAX_WINDOW", "MIN_FRAME_SIZE", "Limits"]
+
+#: Bounds of ``Hello.max_frame_size``: a peer refuses a Hello outside them.
+MIN_FRAME_SIZE = 1024
+MAX_FRAME_SIZE = 2**30
+#: Largest channel window (``ChannelOpen``/``ChannelAccept``) and credit, as in SSH.
+MAX_WINDOW = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +32,7 @@ class Limits:
     receives.
     """
 
-    #: Largest frame body (control or data) accepted, in bytes.
+    #: Largest frame body (control or data) accepted, in bytes; announced in Hello.
     max_frame_size: int = 256 * 1024
     #: Largest control message body, in bytes (control bodies are small maps).
     max_control_size: int = 64 * 1024
@@ -52,5 +63,12 @@ class Limits:
                 raise ValueError(f"{name} must be positive")
         if self.control_rate <= 0:
             raise ValueError("control_rate must be positive")
+        if not MIN_FRAME_SIZE <= self.max_frame_size <= MAX_FRAME_SIZE:
+            raise ValueError(
+                f"max_frame_size must be within {MIN_FRAME_SIZE}..{MAX_FRAME_SIZE}"
+                " (the bounds a peer accepts in Hello)"
+            )
+        if self.channel_window > MAX_WINDOW:
+            raise ValueError(f"channel_window cannot exceed {MAX_WINDOW} (the protocol's maximum)")
         if self.max_control_size > self.max_frame_size:
             raise ValueError("max_control_size cannot exceed max_frame_size")

@@ -22,10 +22,13 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
-from .errors import FrameError, InvalidMessage, LimitExceeded, UnknownMessage
-from .limits import Limits
+from .errors import FrameError, FrameTooLarge, InvalidMessage, LimitExceeded, UnknownMessage
+from .limits import MAX_FRAME_SIZE, MAX_WINDOW, MIN_FRAME_SIZE, Limits
 
 __all__ = [
+    "MAX_CODE",
+    "MAX_WINDOW",
+    "MIN_CODE",
     "ChannelAccept",
     "ChannelClose",
     "ChannelOpen",
@@ -44,7 +47,9 @@ __all__ = [
     "message_types",
 ]
 
-MAX_WINDOW = 2**31 - 1
+#: Range of the codes in Goodbye, ChannelReject and ChannelClose (WebSocket close codes).
+MIN_CODE = 1000
+MAX_CODE = 4999
 _MAX_UINT53 = 2**53
 
 
@@ -186,21 +191,29 @@ def message_types() -> Mapping[str, type[Message]]:
 def decode_message(body: bytes, limits: Limits) -> Message:
     """Decode and validate one control body.
 
-    Raises :class:`FrameError` for bytes that are not one msgpack map,
+    Raises :class:`FrameTooLarge` for a body over ``max_control_size``,
+    :class:`FrameError` for bytes that are not one msgpack map,
     :class:`UnknownMessage` for an unknown type, :class:`InvalidMessage` or
-    :class:`LimitExceeded` for bad fields. Nothing else.
+    :class:`LimitExceeded` for bad fields (a list or map longer than
+    ``max_list`` among them). Nothing else.
+
+    The body's size bounds everything in it (each item takes at least a
+    byte), so msgpack is only told that bound; item counts are checked by the
+    fields, which report them as :class:`LimitExceeded`, and unknown fields
+    are dropped whatever their size.
     """
-    if len(body) > limits.max_control_size:
-        raise LimitExceeded(f"control message of {len(body)} bytes exceeds limit")
+    size = limits.max_control_size
+    if len(body) > size:
+        raise FrameTooLarge(f"control message of {len(body)} bytes exceeds limit of {size}")
     try:
         decoded = msgpack.unpackb(
             body,
             raw=False,
             strict_map_key=True,
-            max_str_len=limits.max_control_size,
-            max_bin_len=limits.max_control_size,
-            max_array_len=limits.max_list,
-            max_map_len=limits.max_list + 16,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=size,
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises several unrelated types on bad input
@@ -230,7 +243,7 @@ class Hello(Message):
     software: str = _spec(_text(128), "")
     capabilities: tuple[str, ...] = _spec(_text_list(64), ())
     #: Largest frame body this side accepts; the peer splits data to fit.
-    max_frame_size: int = _spec(_integer(1024, 2**30), 256 * 1024)
+    max_frame_size: int = _spec(_integer(MIN_FRAME_SIZE, MAX_FRAME_SIZE), 256 * 1024)
 
 
 @_register
@@ -239,7 +252,7 @@ class Goodbye(Message):
     """The sender is closing the connection, with a code and a safe reason."""
 
     TYPE = "bye"
-    code: int = _spec(_integer(1000, 4999))
+    code: int = _spec(_integer(MIN_CODE, MAX_CODE))
     message: str = _spec(_text(1024), "")
 
 
@@ -316,7 +329,7 @@ class ChannelReject(Message):
     TYPE = "reject"
     SCOPE = Scope.CHANNEL
     SENDERS = _PEERS
-    code: int = _spec(_integer(1000, 4999))
+    code: int = _spec(_integer(MIN_CODE, MAX_CODE))
     message: str = _spec(_text(1024), "")
 
 
@@ -335,5 +348,5 @@ class WindowAdjust(Message):
 class ChannelClose(Message):
     TYPE = "close"
     SCOPE = Scope.CHANNEL
-    code: int = _spec(_integer(1000, 4999), 1000)
+    code: int = _spec(_integer(MIN_CODE, MAX_CODE), 1000)
     message: str = _spec(_text(1024), "")

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from protocol.errors import ErrorCode, FrameError, LimitExceeded
+from protocol.errors import ErrorCode, FrameError, FrameTooLarge, LimitExceeded
 from protocol.frames import (
     HEADER_SIZE,
     MAX_CHANNEL_ID,
@@ -18,6 +18,7 @@ from protocol.frames import (
 )
 
 LIMIT = 1024
+CONTROL_LIMIT = 100
 
 
 def test_header_is_nine_bytes_kind_channel_length_big_endian() -> None:
@@ -56,11 +57,32 @@ def test_unknown_kind_is_a_frame_error(kind_byte: int) -> None:
     assert str(kind_byte) in str(caught.value)
 
 
-def test_body_longer_than_the_limit_is_refused_by_the_header() -> None:
-    assert parse_header(struct.pack(">BII", 2, 1, LIMIT), LIMIT)[2] == LIMIT
-    with pytest.raises(LimitExceeded) as caught:
-        parse_header(struct.pack(">BII", 2, 1, LIMIT + 1), LIMIT)
-    assert caught.value.code is ErrorCode.LIMIT_EXCEEDED
+@pytest.mark.parametrize("kind", list(FrameKind))
+def test_body_longer_than_the_limit_is_refused_by_the_header(kind: FrameKind) -> None:
+    assert parse_header(struct.pack(">BII", kind, 1, LIMIT), LIMIT)[2] == LIMIT
+    with pytest.raises(FrameTooLarge) as caught:
+        parse_header(struct.pack(">BII", kind, 1, LIMIT + 1), LIMIT)
+    assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
+    assert isinstance(caught.value, LimitExceeded)
+    assert str(LIMIT + 1) in str(caught.value)
+
+
+def test_control_body_longer_than_the_control_limit_is_refused_by_the_header() -> None:
+    def header(kind: FrameKind, length: int) -> bytes:
+        return struct.pack(">BII", kind, 0, length)
+
+    control = FrameKind.CONTROL
+    assert parse_header(header(control, CONTROL_LIMIT), LIMIT, CONTROL_LIMIT)[2] == CONTROL_LIMIT
+    with pytest.raises(FrameTooLarge, match="control frame of 101 bytes") as caught:
+        parse_header(header(control, CONTROL_LIMIT + 1), LIMIT, CONTROL_LIMIT)
+    assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
+    # data frames are held to max_frame_size only...
+    assert parse_header(header(FrameKind.DATA, LIMIT), LIMIT, CONTROL_LIMIT)[2] == LIMIT
+    # ...and so are control frames when no control limit is given
+    assert parse_header(header(control, LIMIT), LIMIT)[2] == LIMIT
+    # a length past both limits is reported against max_frame_size
+    with pytest.raises(FrameTooLarge, match=r"^frame of"):
+        parse_header(header(control, LIMIT + 1), LIMIT, CONTROL_LIMIT)
 
 
 def test_unknown_kind_is_reported_before_the_length() -> None:
@@ -147,7 +169,7 @@ def test_body_of_exactly_the_limit_is_accepted() -> None:
 def test_oversized_frame_is_refused_before_its_body_is_buffered() -> None:
     parser = FrameParser(LIMIT)
     header = struct.pack(">BII", FrameKind.DATA, 1, 2**32 - 1)
-    with pytest.raises(LimitExceeded):
+    with pytest.raises(FrameTooLarge):
         parser.feed(header + b"\x00" * (4 * 1024 * 1024))
     # nothing of the 4 MiB that followed the header was copied
     assert parser.buffered <= HEADER_SIZE
@@ -158,9 +180,32 @@ def test_oversized_frame_is_refused_by_its_ninth_byte() -> None:
     header = struct.pack(">BII", FrameKind.DATA, 1, LIMIT + 1)
     for i in range(HEADER_SIZE - 1):
         assert parser.feed(header[i : i + 1]) == []
-    with pytest.raises(LimitExceeded):
+    with pytest.raises(FrameTooLarge):
         parser.feed(header[-1:])
     assert parser.buffered <= HEADER_SIZE
+
+
+def test_parser_holds_control_frames_to_the_control_limit() -> None:
+    parser = FrameParser(LIMIT, CONTROL_LIMIT)
+    at_limit = encode_frame(FrameKind.CONTROL, 0, b"c" * CONTROL_LIMIT)
+    big_data = encode_frame(FrameKind.DATA, 1, b"d" * LIMIT)
+    assert parser.feed(at_limit + big_data) == [
+        Frame(FrameKind.CONTROL, 0, b"c" * CONTROL_LIMIT),
+        Frame(FrameKind.DATA, 1, b"d" * LIMIT),
+    ]
+    header = struct.pack(">BII", FrameKind.CONTROL, 0, CONTROL_LIMIT + 1)
+    with pytest.raises(FrameTooLarge) as caught:
+        parser.feed(header + b"c" * (CONTROL_LIMIT + 1))
+    assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
+    # refused by the header: nothing of the body was copied
+    assert parser.buffered <= HEADER_SIZE
+
+
+def test_parser_without_a_control_limit_takes_control_frames_up_to_the_frame_limit() -> None:
+    body = b"c" * LIMIT
+    assert FrameParser(LIMIT).feed(encode_frame(FrameKind.CONTROL, 0, body)) == [
+        Frame(FrameKind.CONTROL, 0, body)
+    ]
 
 
 def test_unknown_kind_is_refused_before_its_body_is_buffered() -> None:

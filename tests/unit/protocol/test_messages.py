@@ -11,6 +11,7 @@ import pytest
 from protocol.errors import (
     ErrorCode,
     FrameError,
+    FrameTooLarge,
     InvalidMessage,
     LimitExceeded,
     UnknownMessage,
@@ -34,6 +35,14 @@ from protocol.messages import (
     WindowAdjust,
     decode_message,
     message_types,
+)
+from protocol.sessions import (
+    ChannelEof,
+    ConsentDecision,
+    ExitStatus,
+    SessionRequest,
+    SessionStatus,
+    TerminalResize,
 )
 
 LIMITS = Limits()
@@ -63,6 +72,16 @@ SAMPLES: dict[str, Message] = {
     "reject": ChannelReject(code=4450, message="consent denied"),
     "window": WindowAdjust(increment=1),
     "close": ChannelClose(code=4006, message="flow control"),
+    "session.request": SessionRequest(
+        request=7, device="desk-01", kind="shell", reason="ticket 42", params={"term": "xterm"}
+    ),
+    "session.status": SessionStatus(
+        request=7, state="denied", session="s-1", code=4450, message="the customer denied"
+    ),
+    "consent": ConsentDecision(granted=True, how="prompt", by="ana"),
+    "resize": TerminalResize(cols=1000, rows=1),
+    "eof": ChannelEof(),
+    "exit": ExitStatus(code=-1, signal="SIGKILL"),
 }
 
 
@@ -99,6 +118,12 @@ def test_wire_names_are_stable() -> None:
         "reject": "ChannelReject",
         "window": "WindowAdjust",
         "close": "ChannelClose",
+        "session.request": "SessionRequest",
+        "session.status": "SessionStatus",
+        "consent": "ConsentDecision",
+        "resize": "TerminalResize",
+        "eof": "ChannelEof",
+        "exit": "ExitStatus",
     }
 
 
@@ -110,7 +135,17 @@ def test_message_types_is_a_copy() -> None:
 
 
 def test_scopes_and_senders() -> None:
-    channel_types = {"open", "accept", "reject", "window", "close"}
+    channel_types = {
+        "open",
+        "accept",
+        "reject",
+        "window",
+        "close",
+        "consent",
+        "resize",
+        "eof",
+        "exit",
+    }
     for name, cls in message_types().items():
         expected = Scope.CHANNEL if name in channel_types else Scope.CONNECTION
         assert cls.SCOPE is expected, name
@@ -127,6 +162,12 @@ def test_scopes_and_senders() -> None:
         "reject": {Role.AGENT, Role.CONSOLE},
         "window": everyone,
         "close": everyone,
+        "session.request": {Role.CONSOLE},
+        "session.status": {Role.RELAY},
+        "consent": {Role.AGENT},
+        "resize": {Role.CONSOLE, Role.RELAY},
+        "eof": everyone,
+        "exit": {Role.AGENT, Role.RELAY},
     }
 
 
@@ -205,7 +246,7 @@ MISSING_CASES = [
 
 
 def test_missing_cases_cover_every_type_with_required_fields() -> None:
-    assert {name for name, _ in MISSING_CASES} == set(SAMPLES) - {"close"}
+    assert {name for name, _ in MISSING_CASES} == set(SAMPLES) - {"close", "eof"}
 
 
 @pytest.mark.parametrize(("name", "field"), MISSING_CASES)
@@ -261,6 +302,12 @@ RANGES = [
     ("reject", "code", 1000, 4999),
     ("window", "increment", 1, MAX_WINDOW),
     ("close", "code", 1000, 4999),
+    ("session.request", "request", 0, 2**31 - 1),
+    ("session.status", "request", 0, 2**31 - 1),
+    ("session.status", "code", 0, 4999),
+    ("resize", "cols", 1, 1000),
+    ("resize", "rows", 1, 1000),
+    ("exit", "code", -1, 255),
 ]
 
 
@@ -293,6 +340,12 @@ STRING_BOUNDS = [
     ("open", "kind", 32),
     ("reject", "message", 1024),
     ("close", "message", 1024),
+    ("session.request", "device", 255),
+    ("session.request", "reason", 1024),
+    ("session.status", "session", 64),
+    ("session.status", "message", 1024),
+    ("consent", "by", 255),
+    ("exit", "signal", 32),
 ]
 
 
@@ -315,7 +368,29 @@ def test_every_string_field_has_a_bound_case() -> None:
         for f in dataclasses.fields(sample)
         if isinstance(getattr(sample, f.name), str)
     }
-    assert fields - {(name, field) for name, field, _ in STRING_BOUNDS} == {("hello", "role")}
+    # fields restricted to a set of values are checked by their own tests
+    assert fields - {(name, field) for name, field, _ in STRING_BOUNDS} == {
+        ("hello", "role"),
+        ("session.request", "kind"),
+        ("session.status", "state"),
+        ("consent", "how"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "good", "bad"),
+    [
+        ("session.request", "kind", "files", "telnet"),
+        ("session.status", "state", "waiting", "pending"),
+        ("consent", "how", "timeout", "maybe"),
+    ],
+)
+def test_enumerated_fields_accept_only_their_values(
+    name: str, field: str, good: str, bad: str
+) -> None:
+    assert getattr(decode_message(body_of(SAMPLES[name], **{field: good}), LIMITS), field) == good
+    with pytest.raises(InvalidMessage, match="unknown value"):
+        decode_message(body_of(SAMPLES[name], **{field: bad}), LIMITS)
 
 
 def test_role_length_is_checked_before_its_value() -> None:
@@ -349,14 +424,22 @@ def test_list_length_at_the_limit_is_accepted() -> None:
     assert decoded.capabilities == tuple("abcd")
 
 
-def test_list_over_the_limit_is_refused_by_the_msgpack_guard() -> None:
-    # msgpack itself is told max_array_len=max_list, so an over-long list never
-    # reaches the field check: it is refused as a malformed body.
+@pytest.mark.parametrize("length", [5, 21, 1000])
+def test_list_over_the_limit_is_a_limit_exceeded(length: int) -> None:
+    # msgpack is bounded by the body's size only, so an over-long list reaches
+    # the field check, however long, and is reported as a limit, not a bad frame
     limits = Limits(max_list=4)
-    with pytest.raises(FrameError):
-        decode_message(body_of(SAMPLES["hello"], capabilities=list("abcde")), limits)
-    with pytest.raises(FrameError):
-        decode_message(body_of(SAMPLES["ping"], extra=list(range(5))), limits)
+    with pytest.raises(LimitExceeded, match="more than 4 items") as caught:
+        decode_message(body_of(SAMPLES["hello"], capabilities=["c"] * length), limits)
+    assert caught.value.code is ErrorCode.LIMIT_EXCEEDED
+    with pytest.raises(LimitExceeded, match="more than 4 items"):
+        decode_message(body_of(SAMPLES["inventory"], addresses=["a"] * length), limits)
+
+
+def test_long_lists_in_unknown_fields_are_ignored() -> None:
+    limits = Limits(max_list=4)
+    body = body_of(SAMPLES["ping"], extra=list(range(1000)), more={str(i): i for i in range(50)})
+    assert decode_message(body, limits) == SAMPLES["ping"]
 
 
 def test_list_over_the_limit_in_from_wire() -> None:
@@ -368,14 +451,17 @@ def test_list_over_the_limit_in_from_wire() -> None:
     assert Inventory.from_wire(wire, limits).addresses == ("a",) * 4
 
 
-def test_map_length_bounds() -> None:
+@pytest.mark.parametrize("length", [5, 21, 1000])
+def test_map_length_bounds(length: int) -> None:
     limits = Limits(max_list=4)
     four = {str(i): "v" for i in range(4)}
     decoded = decode_message(body_of(SAMPLES["open"], params=four), limits)
     assert isinstance(decoded, ChannelOpen)
     assert dict(decoded.params) == four
-    with pytest.raises(LimitExceeded, match="more than 4 items"):
-        decode_message(body_of(SAMPLES["open"], params=four | {"4": "v"}), limits)
+    too_many = {str(i): "v" for i in range(length)}
+    with pytest.raises(LimitExceeded, match="more than 4 items") as caught:
+        decode_message(body_of(SAMPLES["open"], params=too_many), limits)
+    assert caught.value.code is ErrorCode.LIMIT_EXCEEDED
 
 
 def test_map_keys_and_values_are_bounded() -> None:
@@ -385,14 +471,25 @@ def test_map_keys_and_values_are_bounded() -> None:
         decode_message(body_of(SAMPLES["open"], params={"k": "v" * 1025}), LIMITS)
 
 
-def test_top_level_map_allows_some_unknown_fields_but_not_many() -> None:
-    limits = Limits(max_list=4)
-    # the message map may have max_list + 16 entries in all
-    some = {f"x{i}": i for i in range(18)}
-    assert decode_message(msgpack.packb({"t": "ping", "seq": 1} | some), limits) == Heartbeat(seq=1)
-    many = {f"x{i}": i for i in range(19)}
-    with pytest.raises(FrameError):
-        decode_message(msgpack.packb({"t": "ping", "seq": 1} | many), limits)
+def test_unknown_fields_are_bounded_by_the_body_size_only() -> None:
+    limits = Limits(max_list=4, max_frame_size=4096, max_control_size=4096)
+    many = {f"x{i}": i for i in range(500)}
+    body = msgpack.packb({"t": "ping", "seq": 1} | many)
+    assert len(body) <= 4096
+    assert decode_message(body, limits) == Heartbeat(seq=1)
+    more = {f"x{i}": i for i in range(1000)}
+    with pytest.raises(FrameTooLarge):
+        decode_message(msgpack.packb({"t": "ping", "seq": 1} | more), limits)
+
+
+def test_a_list_as_long_as_the_body_allows_is_decoded() -> None:
+    # msgpack's item limits follow max_control_size, not max_list
+    limits = Limits(max_list=4, max_frame_size=4096, max_control_size=1024)
+    head = msgpack.packb({"t": "ping", "seq": 1, "pad": []})
+    items = 1024 - len(head) - 2  # an array of 16..65535 items takes 3 bytes of header, not 1
+    body = msgpack.packb({"t": "ping", "seq": 1, "pad": [0] * items})
+    assert len(body) == 1024
+    assert decode_message(body, limits) == Heartbeat(seq=1)
 
 
 def test_control_body_size_is_checked_before_decoding() -> None:
@@ -402,10 +499,10 @@ def test_control_body_size_is_checked_before_decoding() -> None:
     exact = msgpack.packb({"t": "ping", "seq": 1, "pad": "p" * pad})
     assert len(exact) == 1024
     assert decode_message(exact, limits) == Heartbeat(seq=1)
-    # one byte more is refused by its size alone: even garbage gets LimitExceeded
-    with pytest.raises(LimitExceeded) as caught:
+    # one byte more is refused by its size alone: even garbage gets FrameTooLarge
+    with pytest.raises(FrameTooLarge) as caught:
         decode_message(b"\xc1" * 1025, limits)
-    assert caught.value.code is ErrorCode.LIMIT_EXCEEDED
+    assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
 
 
 # -- not a message at all -------------------------------------------------------------

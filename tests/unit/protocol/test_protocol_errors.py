@@ -12,6 +12,7 @@ from protocol.errors import (
     ErrorCode,
     FlowControlError,
     FrameError,
+    FrameTooLarge,
     HandshakeError,
     HelplineError,
     InvalidMessage,
@@ -31,7 +32,7 @@ from protocol.errors import (
 #: The class each code rebuilds into; the codes not here are not errors.
 EXPECTED_CLASS: dict[ErrorCode, type[HelplineError]] = {
     ErrorCode.MALFORMED_FRAME: FrameError,
-    ErrorCode.FRAME_TOO_LARGE: LimitExceeded,
+    ErrorCode.FRAME_TOO_LARGE: FrameTooLarge,
     ErrorCode.UNKNOWN_MESSAGE: UnknownMessage,
     ErrorCode.UNSUPPORTED_VERSION: HandshakeError,
     ErrorCode.INVALID_MESSAGE: InvalidMessage,
@@ -141,6 +142,7 @@ def test_peer_faults_are_protocol_errors() -> None:
     for cls in (
         FrameError,
         LimitExceeded,
+        FrameTooLarge,
         UnknownMessage,
         InvalidMessage,
         HandshakeError,
@@ -152,6 +154,15 @@ def test_peer_faults_are_protocol_errors() -> None:
     for cls in (AuthError, NotPermitted, NotFound, Conflict, ConsentDenied, RemoteError):
         assert not issubclass(cls, ProtocolError)
     assert issubclass(TooManyAttempts, AuthError)
+    # a handler of LimitExceeded also catches an oversized frame
+    assert issubclass(FrameTooLarge, LimitExceeded)
+
+
+def test_frame_too_large() -> None:
+    error = FrameTooLarge()
+    assert error.code is ErrorCode.FRAME_TOO_LARGE
+    assert str(error) == "frame too large"
+    assert "FrameTooLarge" in errors.__all__
 
 
 def test_usage_error_is_not_a_helpline_error() -> None:
