@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -125,8 +126,9 @@ class RelayProcess:
         return result
 
     def enrolment_token(self, group: str = "default", uses: int = 1) -> str:
-        result = self.cli("token", "create", "--data", self.data_dir, "--group", group,
-                          "--uses", str(uses))  # fmt: skip
+        result = self.cli(
+            "token", "create", "--data", self.data_dir, "--group", group, "--uses", str(uses)
+        )
         return result.stdout.strip()
 
 
@@ -135,10 +137,21 @@ def init_relay(directory: Path) -> RelayProcess:
     ssh_port = free_port()
     data = directory / "relay"
     result = subprocess.run(
-        [BIN / "helpline-relay", "init", "--data", data, "--listen", f"127.0.0.1:{port}",
-         "--ssh-listen", f"127.0.0.1:{ssh_port}"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        [
+            BIN / "helpline-relay",
+            "init",
+            "--data",
+            data,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--ssh-listen",
+            f"127.0.0.1:{ssh_port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     # Tests want fast failure detection: agents silent for 6 s are dropped.
     toml = (
@@ -196,20 +209,44 @@ class AgentProcess:
 
 
 def enroll_agent(
-    relay: RelayProcess, directory: Path, name: str, *, token: str | None = None,
+    relay: RelayProcess,
+    directory: Path,
+    name: str,
+    *,
+    token: str | None = None,
     heartbeat: float = 1.0,
-) -> AgentProcess:  # fmt: skip
+    consent: dict[str, str] | None = None,
+    prompt_timeout: float | None = None,
+) -> AgentProcess:
     config = directory / f"agent-{name}"
     result = subprocess.run(
-        [BIN / "helpline-agent", "enroll", relay.url, "--token", token or relay.enrolment_token(),
-         "--ca-fingerprint", relay.ca_fingerprint, "--config", config, "--name", name],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        [
+            BIN / "helpline-agent",
+            "enroll",
+            relay.url,
+            "--token",
+            token or relay.enrolment_token(),
+            "--ca-fingerprint",
+            relay.ca_fingerprint,
+            "--config",
+            config,
+            "--name",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     toml = (config / "agent.toml").read_text()
     toml = toml.replace("heartbeat_interval = 30.0", f"heartbeat_interval = {heartbeat}")
     toml = toml.replace("backoff_max = 60.0", "backoff_max = 2.0")
     toml = toml.replace("backoff_initial = 1.0", "backoff_initial = 0.2")
+    for kind, policy in (consent or {}).items():
+        toml = re.sub(rf'^{kind} = "\w+"$', f'{kind} = "{policy}"', toml, flags=re.MULTILINE)
+    if prompt_timeout is not None:
+        toml = toml.replace("prompt_timeout = 30.0", f"prompt_timeout = {prompt_timeout}")
     (config / "agent.toml").write_text(toml)
     return AgentProcess(config, directory / f"agent-{name}.log")
 
@@ -247,6 +284,11 @@ def run_helpline(
     """Run the real ``helpline`` CLI with its own config directory."""
     env = {**os.environ, "HELPLINE_CONFIG": str(config_dir)}
     return subprocess.run(
-        [BIN / "helpline", *args], input=stdin, capture_output=True, text=True, env=env,
-        check=False, timeout=60,
-    )  # fmt: skip
+        [BIN / "helpline", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )

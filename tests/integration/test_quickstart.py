@@ -12,10 +12,18 @@ from .conftest import AgentProcess, RelayProcess, run_helpline, totp_now, wait_f
 
 def _login(relay: RelayProcess, config: Path) -> None:
     result = run_helpline(
-        config, "login", relay.url, "--user", relay.admin["username"], "--password-stdin",
-        "--otp", totp_now(relay.admin["totp_secret"]), "--ca-fingerprint", relay.ca_fingerprint,
+        config,
+        "login",
+        relay.url,
+        "--user",
+        relay.admin["username"],
+        "--password-stdin",
+        "--otp",
+        totp_now(relay.admin["totp_secret"]),
+        "--ca-fingerprint",
+        relay.ca_fingerprint,
         stdin=relay.admin["password"] + "\n",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
 
 
