@@ -16,6 +16,7 @@ from .config import ConfigError, load_config
 
 
 async def _run(config_dir: Path) -> None:
+    from .control import serve_control
     from .runner import AgentRunner
 
     runner = AgentRunner(load_config(config_dir))
@@ -23,7 +24,27 @@ async def _run(config_dir: Path) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await runner.run_forever(stop)
+    control = await serve_control(runner.sessions, config_dir)
+    try:
+        await runner.run_forever(stop)
+    finally:
+        control.close()
+
+
+def _sessions(config_dir: Path, action: str, session: str | None) -> int:
+    from .control import control_request
+
+    if action == "end":
+        answer = control_request(config_dir, {"command": "end", "session": session})
+        if not answer.get("ok"):
+            print(f"helpline-agent: {answer.get('error', 'failed')}", file=sys.stderr)
+            return 1
+        print(f"ended session {session}")
+        return 0
+    answer = control_request(config_dir, {"command": "list"})
+    for item in answer.get("sessions", []):
+        print(f"{item['session']}  {item['kind']:6}  {item['technician']}  {item['reason']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="connect to the relay and serve sessions")
     run.add_argument("--config", type=Path, required=True)
 
+    sessions = commands.add_parser(
+        "sessions", help="sessions on this machine (the customer's view)"
+    )
+    sessions.add_argument("action", choices=("list", "end"))
+    sessions.add_argument("session", nargs="?", help="the session to end")
+    sessions.add_argument("--config", type=Path, required=True)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -54,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"enrolled as {config.name} (device {config.device_id}); run:")
             print(f"  helpline-agent run --config {args.config}")
             return 0
+        if args.command == "sessions":
+            if args.action == "end" and not args.session:
+                parser.error("sessions end needs a session id")
+            return _sessions(args.config, args.action, args.session)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.config))
         return 0

@@ -42,6 +42,10 @@ update = "notify"
 # Seconds the user has to answer a prompt.
 prompt_timeout = 30.0
 
+[shell]
+# The program shell sessions run; empty means the agent user's login shell.
+program = ""
+
 [files]
 # Directories file transfers may touch; empty means the agent user's home directory.
 roots = []
@@ -67,6 +71,7 @@ class AgentConfig:
     consent: dict[str, str] = field(default_factory=dict)
     prompt_timeout: float = 30.0
     file_roots: tuple[str, ...] = ()
+    shell: str = ""
 
     @property
     def key_file(self) -> Path:
@@ -112,6 +117,9 @@ def load_config(directory: Path) -> AgentConfig:
         if kind not in SESSION_KINDS or policy not in POLICIES:
             raise ConfigError(f"{path}: [consent] {kind} = {policy!r} is not valid")
         consent[kind] = policy
+    shell = raw.get("shell", {}).get("program", "")
+    if not isinstance(shell, str):
+        raise ConfigError(f"{path}: [shell] program must be a path")
     roots = raw.get("files", {}).get("roots", [])
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise ConfigError(f"{path}: [files] roots must be a list of paths")
@@ -127,6 +135,7 @@ def load_config(directory: Path) -> AgentConfig:
             consent=consent,
             prompt_timeout=prompt_timeout,
             file_roots=tuple(roots),
+            shell=shell,
         )
     except KeyError as exc:
         raise ConfigError(f"{path}: [relay] {exc.args[0]} is missing") from None

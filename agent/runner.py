@@ -18,10 +18,10 @@ import aiohttp
 
 from certs.contexts import pinned_client_context
 from protocol import (
-    ChannelOpened,
     Connection,
     ConnectionClosed,
     ConnectionState,
+    Event,
     Heartbeat,
     Hello,
     Limits,
@@ -33,7 +33,9 @@ from protocol.frames import HEADER_SIZE
 
 from .backoff import Backoff
 from .config import AgentConfig
+from .consent import ConsentPolicy
 from .inventory import AGENT_VERSION, collect_inventory
+from .sessions import SessionHost
 
 log = logging.getLogger("helpline.agent")
 
@@ -46,6 +48,7 @@ class AgentRunner:
         self.backoff = Backoff(config.backoff_initial, config.backoff_max)
         self.limits = Limits()
         self.connected = asyncio.Event()
+        self.sessions = SessionHost(config, ConsentPolicy(config.consent, config.prompt_timeout))
         self._heartbeat_seq = 0
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -85,6 +88,7 @@ class AgentRunner:
                 Role.AGENT, limits=self.limits, software=f"helpline-agent/{AGENT_VERSION}"
             )
             link = RelayLink(conn, ws)
+            self.sessions.attach(conn, link.flush)
             heartbeats = asyncio.create_task(self._heartbeats(link))
             stopper = asyncio.create_task(stop.wait())
             try:
@@ -92,6 +96,7 @@ class AgentRunner:
             finally:
                 heartbeats.cancel()
                 stopper.cancel()
+                await self.sessions.connection_lost()
                 if not ws.closed:
                     conn.close(ErrorCode.GOING_AWAY, "agent stopping")
                     await link.flush()
@@ -128,23 +133,19 @@ class AgentRunner:
                 log.info("relay closed the connection (code %s)", code)
                 conn.receive_eof()
             for event in conn.events_received():
-                self._handle(conn, event)
+                await self._handle(conn, event)
             await link.flush()
             if conn.should_close_transport:
                 return
 
-    def _handle(self, conn: Connection, event: object) -> None:
+    async def _handle(self, conn: Connection, event: Event) -> None:
         if isinstance(event, Hello):
             conn.send(collect_inventory())
             self.backoff.reset()
             self.connected.set()
             log.info("connected to relay as %s", self.config.name)
-        elif isinstance(event, ChannelOpened):
-            conn.reject_channel(
-                event.channel,
-                ErrorCode.NOT_PERMITTED,
-                f"this agent does not offer {event.kind[:32]!r} sessions",
-            )
+        elif getattr(event, "channel", None) is not None:
+            await self.sessions.handle(event)
         elif isinstance(event, ConnectionClosed):
             log.info("relay said goodbye: %s (%d)", event.message, event.code)
 

@@ -53,6 +53,10 @@ def session_environment(term: str, shell: str) -> dict[str, str]:
     }
 
 
+def working_directory(home: str) -> str:
+    return home if os.path.isdir(home) else "/"
+
+
 def _set_controlling_terminal() -> None:  # runs in the child, after setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 

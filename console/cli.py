@@ -11,12 +11,16 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from certs.bootstrap import fetch_ca, fetch_pinned_ca
 from certs.fingerprints import fingerprint
+from protocol.auditchain import verify_chain
 from protocol.errors import AuthError, HelplineError
 
 from .client import HelplineClient
@@ -353,13 +357,168 @@ async def cmd_audit_list(args: argparse.Namespace) -> int:
 
 async def cmd_audit_verify(args: argparse.Namespace) -> int:
     async with _client() as client:
-        report = await client.verify_audit()
-    if report.ok:
-        print(f"audit chain intact: {report.checked} entries verified")
+        entries, head = await client.audit_all()
+        report = verify_chain(entries, head=head)
+        problems = [] if args.skip_recordings else await client.verify_recordings(entries)
+    if not report.ok:
+        print(f"audit chain BROKEN at entry {report.bad_seq}: {report.reason}", file=sys.stderr)
+        print(f"({report.checked} entries before it verified)", file=sys.stderr)
+        return 3
+    if problems:
+        for seq, session_id, problem in problems:
+            print(f"entry {seq}: session {session_id}: {problem}", file=sys.stderr)
+        return 3
+    sealed = sum(1 for e in entries if e.get("details", {}).get("recording_sha256"))
+    checked = "not checked" if args.skip_recordings else f"{sealed} verified"
+    print(f"audit chain intact: {report.checked} entries verified; recordings: {checked}")
+    return 0
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+async def cmd_shell(args: argparse.Namespace) -> int:
+    from .terminal import run_shell, terminal_size
+
+    command = list(args.command or [])
+    if command and command[0] == "--":
+        command = command[1:]
+    interactive = not command and sys.stdin.isatty()
+    use_pty = (not command) or (sys.stdin.isatty() and sys.stdout.isatty())
+    cols, rows = terminal_size()
+    params = {
+        "term": os.environ.get("TERM", "xterm-256color"),
+        "cols": str(cols),
+        "rows": str(rows),
+        "pty": "1" if use_pty else "0",
+    }
+    if command:
+        params["command"] = shlex.join(command) if len(command) > 1 else command[0]
+
+    def waiting(state: str, message: str) -> None:
+        print(f"helpline: {message or 'waiting for the customer to accept'}...", file=sys.stderr)
+
+    async with _client() as client, client.connect() as console:
+        channel = await console.open_session(
+            args.device, "shell", reason=args.reason or "", params=params, on_status=waiting
+        )
+        return await run_shell(channel, interactive=interactive)
+
+
+async def cmd_sessions_list(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        sessions = await client.sessions(limit=args.limit)
+    if args.json:
+        as_json(sessions)
         return 0
-    print(f"audit chain BROKEN at entry {report.bad_seq}: {report.reason}", file=sys.stderr)
-    print(f"({report.checked} entries before it verified)", file=sys.stderr)
-    return 3
+    table(
+        ("id", "user", "device", "kind", "state", "started", "duration", "end reason"),
+        [
+            (
+                s["id"][:12],
+                s["username"],
+                s["device_name"],
+                s["kind"],
+                s["state"],
+                when(s.get("started_at")),
+                "-" if s.get("duration") is None else f"{s['duration']:.0f}s",
+                s.get("end_reason") or "",
+            )
+            for s in sessions
+        ],
+    )
+    return 0
+
+
+async def cmd_sessions_kill(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        session_id = await _resolve_session(client, args.session)
+        await client.kill_session(session_id)
+    print(f"ended session {session_id}")
+    return 0
+
+
+async def _resolve_session(client: HelplineClient, prefix: str) -> str:
+    """A full session id from a unique prefix (the tables show 12 characters)."""
+    matches = [s["id"] for s in await client.sessions(limit=1000) if s["id"].startswith(prefix)]
+    if len(matches) != 1:
+        raise CliError(f"{'no' if not matches else 'more than one'} session matches {prefix!r}")
+    return str(matches[0])
+
+
+async def cmd_recordings_list(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        recordings = await client.recordings()
+    if args.json:
+        as_json(recordings)
+        return 0
+    table(
+        ("id", "user", "device", "started", "duration", "end reason"),
+        [
+            (
+                r["id"][:12],
+                r["username"],
+                r["device_name"],
+                when(r.get("started_at")),
+                "-" if r.get("duration") is None else f"{r['duration']:.0f}s",
+                r.get("end_reason") or "",
+            )
+            for r in recordings
+        ],
+    )
+    return 0
+
+
+async def cmd_recordings_play(args: argparse.Namespace) -> int:
+    from .player import play
+
+    async with _client() as client:
+        data = await client.recording(await _resolve_recording(client, args.id))
+    await asyncio.to_thread(
+        play, data.decode("utf-8", errors="replace"), speed=args.speed, idle_limit=args.idle_limit
+    )
+    return 0
+
+
+async def cmd_recordings_export(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        session_id = await _resolve_recording(client, args.id)
+        data = await client.recording(session_id)
+    await asyncio.to_thread(Path(args.file).write_bytes, data)
+    print(f"wrote {len(data)} bytes of session {session_id} to {args.file}")
+    return 0
+
+
+async def _resolve_recording(client: HelplineClient, prefix: str) -> str:
+    matches = [r["id"] for r in await client.recordings() if r["id"].startswith(prefix)]
+    if len(matches) != 1:
+        raise CliError(f"{'no' if not matches else 'more than one'} recording matches {prefix!r}")
+    return str(matches[0])
+
+
+async def cmd_keys(args: argparse.Namespace) -> int:
+    async with _client() as client:
+        if args.keys_command == "add":
+            source = sys.stdin if args.file == "-" else None
+            if source is not None:
+                line = source.readline()
+            else:
+                line = await asyncio.to_thread(Path(args.file).read_text)
+            key = await client.add_key(line.strip(), args.name)
+            print(f"added {key['name']} {key['fingerprint']}")
+        elif args.keys_command == "remove":
+            await client.remove_key(args.key)
+            print(f"removed {args.key}")
+        else:
+            keys = await client.keys()
+            if args.json:
+                as_json(keys)
+            else:
+                table(
+                    ("id", "name", "fingerprint", "added"),
+                    [(k["id"], k["name"], k["fingerprint"], when(k["created_at"])) for k in keys],
+                )
+    return 0
 
 
 # -- wiring ----------------------------------------------------------------------------------
@@ -440,6 +599,50 @@ def build_parser() -> argparse.ArgumentParser:
     move.add_argument("device")
     move.add_argument("group")
 
+    shell = commands.add_parser(
+        "shell", help="a shell on a device (raw terminal), or run a command"
+    )
+    shell.add_argument("device")
+    shell.add_argument("--reason", help="why: shown to the customer and audited")
+    shell.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS... to run a command")
+    shell.set_defaults(run=cmd_shell)
+
+    sessions = commands.add_parser("sessions", help="live and recent sessions")
+    sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
+    sessions_list = sessions_commands.add_parser("list")
+    sessions_list.add_argument("--json", action="store_true")
+    sessions_list.add_argument("--limit", type=int, default=50)
+    sessions_list.set_defaults(run=cmd_sessions_list)
+    kill = sessions_commands.add_parser("kill", help="end a live session (admins)")
+    kill.add_argument("session", help="session id (or a unique prefix)")
+    kill.set_defaults(run=cmd_sessions_kill)
+
+    recordings = commands.add_parser("recordings", help="session recordings (asciicast)")
+    recordings_commands = recordings.add_subparsers(dest="recordings_command", required=True)
+    recordings_list = recordings_commands.add_parser("list")
+    recordings_list.add_argument("--json", action="store_true")
+    recordings_list.set_defaults(run=cmd_recordings_list)
+    play = recordings_commands.add_parser("play", help="replay in this terminal")
+    play.add_argument("id")
+    play.add_argument("--speed", type=float, default=1.0, help="2 = twice as fast")
+    play.add_argument("--idle-limit", type=float, default=2.0, help="cap pauses at this many s")
+    play.set_defaults(run=cmd_recordings_play)
+    export = recordings_commands.add_parser("export", help="save the .cast file")
+    export.add_argument("id")
+    export.add_argument("file")
+    export.set_defaults(run=cmd_recordings_export)
+
+    keys = commands.add_parser("keys", help="your SSH public keys for the gateway")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_list = keys_commands.add_parser("list")
+    keys_list.add_argument("--json", action="store_true")
+    keys_add = keys_commands.add_parser("add")
+    keys_add.add_argument("file", help="public key file (e.g. ~/.ssh/id_ed25519.pub), - for stdin")
+    keys_add.add_argument("--name")
+    keys_remove = keys_commands.add_parser("remove")
+    keys_remove.add_argument("key", help="id, name or fingerprint")
+    keys.set_defaults(run=cmd_keys)
+
     audit = commands.add_parser("audit", help="the tamper-evident audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     audit_list = audit_commands.add_parser("list", help="show entries")
@@ -450,9 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_list.add_argument("--action")
     audit_list.add_argument("--target")
     audit_list.set_defaults(run=cmd_audit_list)
-    audit_commands.add_parser("verify", help="recompute the hash chain").set_defaults(
-        run=cmd_audit_verify
-    )
+    verify = audit_commands.add_parser("verify", help="recompute the hash chain and recordings")
+    verify.add_argument("--skip-recordings", action="store_true")
+    verify.set_defaults(run=cmd_audit_verify)
     return parser
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import itertools
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
@@ -17,10 +20,26 @@ from typing import Any, Self
 import aiohttp
 
 from certs.contexts import pinned_client_context
-from protocol import Connection, ConnectionState, Event, Heartbeat, Limits, ProtocolError, Role
+from protocol import (
+    ChannelClosed,
+    ChannelData,
+    ChannelOpened,
+    Connection,
+    ConnectionState,
+    CreditAvailable,
+    Event,
+    Heartbeat,
+    Limits,
+    ProtocolError,
+    Role,
+)
 from protocol.auditchain import ChainReport, verify_chain
 from protocol.errors import ErrorCode, HelplineError, error_from_code
+from protocol.events import ChannelMessage
 from protocol.frames import HEADER_SIZE
+from protocol.sessions import ChannelEof, ExitStatus, SessionRequest, SessionState, SessionStatus
+
+from .sessions import PendingRequest, SessionChannel, StatusCallback
 
 __all__ = ["ConsoleSession", "HelplineClient"]
 
@@ -187,6 +206,59 @@ class HelplineClient:
         entries, head = await self.audit_all()
         return verify_chain(entries, head=head)
 
+    async def verify_recordings(self, entries: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+        """Hash every recording a ``session.end`` entry sealed; ``(seq, session, problem)``
+        for each that is missing or differs."""
+        problems: list[tuple[int, str, str]] = []
+        for entry in entries:
+            details = entry.get("details", {})
+            expected = details.get("recording_sha256")
+            if entry.get("action") != "session.end" or not expected:
+                continue
+            session_id = str(details.get("session", ""))
+            try:
+                data = await self.recording(session_id)
+            except HelplineError as error:
+                problems.append((entry["seq"], session_id, f"recording unavailable: {error}"))
+                continue
+            if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), str(expected)):
+                problems.append((entry["seq"], session_id, "recording was altered"))
+        return problems
+
+    # -- sessions, recordings, keys ----------------------------------------------------------
+
+    async def sessions(self, limit: int = 100) -> list[dict[str, Any]]:
+        body = await self.request("GET", "/api/v1/sessions", params={"limit": limit})
+        return body["sessions"]  # type: ignore[no-any-return]
+
+    async def kill_session(self, session_id: str) -> None:
+        await self.request("POST", f"/api/v1/sessions/{session_id}/kill")
+
+    async def recordings(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/api/v1/recordings"))["recordings"]  # type: ignore[no-any-return]
+
+    async def recording(self, session_id: str) -> bytes:
+        async with self.session.get(
+            f"{self.url}/api/v1/recordings/{session_id}", ssl=self._ssl, headers=self._headers()
+        ) as response:
+            if response.status >= 400:
+                body = await response.json(content_type=None)
+                error = body.get("error", {}) if isinstance(body, dict) else {}
+                raise error_from_code(int(error.get("code", 4000)), str(error.get("message", "")))
+            return await response.read()
+
+    async def keys(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/api/v1/keys"))["keys"]  # type: ignore[no-any-return]
+
+    async def add_key(self, public_key: str, name: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"public_key": public_key}
+        if name:
+            body["name"] = name
+        return (await self.request("POST", "/api/v1/keys", json=body))["key"]  # type: ignore[no-any-return]
+
+    async def remove_key(self, key: str) -> None:
+        await self.request("DELETE", f"/api/v1/keys/{key}")
+
     # -- the console WebSocket -----------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -222,6 +294,9 @@ class ConsoleSession:
         self._heartbeat_interval = heartbeat_interval
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+        self._channels: dict[int, SessionChannel] = {}
+        self._pending: dict[int, PendingRequest] = {}
+        self._request_ids = itertools.count(1)
 
     async def start(self) -> None:
         await self.flush()
@@ -245,7 +320,8 @@ class ConsoleSession:
                 for event in self.conn.events_received():
                     if self.conn.peer is not None:
                         self.ready.set()
-                    await self.events.put(event)
+                    if not self._route(event):
+                        await self.events.put(event)
                 await self.flush()
                 if self.conn.should_close_transport:
                     break
@@ -256,10 +332,94 @@ class ConsoleSession:
             self.conn.receive_eof()
             for event in self.conn.events_received():
                 await self.events.put(event)
+            for channel in self._channels.values():
+                channel._closed(1006, "the connection to the relay was lost")
+            for pending in self._pending.values():
+                pending.refuse(1006, "the connection to the relay was lost")
             if self.error is None and self.ws.close_code not in (None, 1000):
                 self.error = error_from_code(self.ws.close_code or 1006, "connection closed")
             self.ready.set()
             await self.ws.close()
+
+    def _route(self, event: Event) -> bool:
+        """Session traffic goes to its request or channel; True when consumed here."""
+        if isinstance(event, SessionStatus):
+            pending = self._pending.get(event.request)
+            if pending is None:
+                return False
+            if event.state == SessionState.WAITING:
+                if pending.on_status is not None:
+                    pending.on_status(event.state, event.message)
+            else:
+                self._pending.pop(event.request, None)
+                pending.refuse(event.code, event.message)
+            return True
+        if isinstance(event, ChannelOpened):
+            try:
+                request = int(event.params.get("request", "-1"))
+            except ValueError:
+                request = -1
+            pending = self._pending.pop(request, None)
+            if pending is None or pending.result.done():
+                self.conn.reject_channel(event.channel, ErrorCode.NOT_FOUND, "no such request")
+                return True
+            self.conn.accept_channel(event.channel)
+            channel = SessionChannel(
+                self.conn,
+                event.channel,
+                event.params.get("session", ""),
+                event.params.get("device", ""),
+                self.flush,
+            )
+            self._channels[event.channel] = channel
+            pending.result.set_result(channel)
+            return True
+        number = getattr(event, "channel", None)
+        found = self._channels.get(number) if number is not None else None
+        if found is None:
+            return False
+        channel = found
+        if isinstance(event, ChannelData):
+            channel._data(event.data)
+        elif isinstance(event, CreditAvailable):
+            channel._credit_available()
+        elif isinstance(event, ChannelMessage):
+            if isinstance(event.message, ExitStatus):
+                channel._exit(event.message.code, event.message.signal)
+            elif isinstance(event.message, ChannelEof):
+                channel._eof()
+        elif isinstance(event, ChannelClosed):
+            self._channels.pop(event.channel, None)
+            channel._closed(event.code, event.message)
+        return True
+
+    async def open_session(
+        self,
+        device: str,
+        kind: str = "shell",
+        *,
+        reason: str = "",
+        params: dict[str, str] | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> SessionChannel:
+        """Ask for a session; returns its channel once the customer agreed.
+
+        Raises ConsentDenied (denied or timed out), NotPermitted, NotFound... with
+        the relay's reason.
+        """
+        request = next(self._request_ids)
+        pending = PendingRequest(on_status)
+        self._pending[request] = pending
+        self.conn.send(
+            SessionRequest(
+                request=request, device=device, kind=kind, reason=reason, params=params or {}
+            )
+        )
+        await self.flush()
+        try:
+            return await pending.result
+        finally:
+            self._pending.pop(request, None)
 
     async def _heartbeats(self) -> None:
         seq = 0

@@ -288,7 +288,10 @@ class Connection:
             raise UsageError(f"{message.TYPE} is not an application channel message")
         if self.role not in message.SENDERS:
             raise UsageError(f"a {self.role.value} does not send {message.TYPE}")
-        self._channel(channel, ChannelState.OPEN)
+        state = self._channels.get(channel)
+        # The side answering an open may speak before it answers (a consent decision).
+        if state is None or state.state not in (ChannelState.OPEN, ChannelState.OFFERED):
+            raise UsageError(f"channel {channel} is not open")
         if self.state is not ConnectionState.OPEN:
             raise UsageError(f"cannot send {message.TYPE} in state {self.state.value}")
         self._queue_control(channel, message)
@@ -424,13 +427,15 @@ class Connection:
             else:
                 del self._channels[channel]
                 self._events.append(ChannelRejected(channel, message.code, message.message))
-        elif state.state is not ChannelState.OPEN:
-            raise ProtocolError(f"{message.TYPE} for a channel not open")
         elif isinstance(message, WindowAdjust):
+            if state.state is not ChannelState.OPEN:
+                raise ProtocolError(f"{message.TYPE} for a channel not open")
             state.grant(message.increment)
             self._events.append(CreditAvailable(channel, state.send_credit))
-        else:
+        elif state.state is ChannelState.OPEN or state.state is ChannelState.OPENING:
             self._events.append(ChannelMessage(channel, message))
+        else:
+            raise ProtocolError(f"{message.TYPE} for a channel not open")
 
     def _handle_open(self, channel: int, message: ChannelOpen) -> None:
         if channel in self._channels:

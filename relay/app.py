@@ -12,11 +12,11 @@ from aiohttp import web
 from protocol.errors import ErrorCode
 
 from . import agents, consoles
-from .api import admin, audit, devices, enrol, session
+from .api import admin, audit, devices, enrol, session, sessions
 from .api.common import auth_middleware, errors_middleware
 from .audit import AuditLog
 from .auth import Authenticator
-from .broker import Broker
+from .broker import Broker, seal_interrupted_sessions
 from .config import RelayConfig
 from .pki import RelayPKI
 from .presence import Presence
@@ -59,7 +59,7 @@ def build_app(state: RelayState) -> web.Application:
         middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_REQUEST_BODY
     )
     app[RELAY] = state
-    for module in (session, devices, admin, audit, enrol, agents, consoles):
+    for module in (session, devices, admin, audit, enrol, sessions, agents, consoles):
         app.add_routes(module.routes)
     app.on_shutdown.append(_close_links)
     return app
@@ -118,6 +118,7 @@ async def start_relay(config: RelayConfig, listen: str | None = None) -> Running
         shared_buffer=config.server.shared_tls_buffer,
         backlog=4096,
     )
+    await seal_interrupted_sessions(state)
     tasks = [asyncio.create_task(_flush_last_seen(state))]
     await state.audit.record("relay", "relay.start", "", listen=f"{host}:{port}", at=time.time())
     log.info("relay listening on https://%s:%d", host, server.sockets[0].getsockname()[1])

@@ -47,7 +47,7 @@ from protocol.sessions import (
 from .api.devices import find_device
 from .links import AgentLink
 from .models import Device, SessionRecord, User, UserRole
-from .recorder import AsciicastRecorder
+from .recorder import AsciicastRecorder, file_sha256
 from .state import RelayState
 
 log = logging.getLogger("helpline.sessions")
@@ -549,6 +549,44 @@ class Broker:
 
     def live(self) -> list[Session]:
         return list(self.sessions.values())
+
+
+async def seal_interrupted_sessions(relay: RelayState) -> int:
+    """After a crash: end sessions the store still shows open, sealing what was recorded."""
+    count = 0
+    for record in await relay.store.list_sessions(limit=10_000, unfinished=True):
+        sha256 = None
+        if record.recording is None:
+            path = relay.config.data_dir / "recordings" / f"{record.id}.cast"
+            recording = str(path.relative_to(relay.config.data_dir)) if path.exists() else None
+        else:
+            recording = record.recording
+            path = relay.config.data_dir / recording
+        if recording is not None and path.exists():
+            sha256 = file_sha256(path)
+        else:
+            recording = None
+        now = time.time()
+        await relay.store.update_session(
+            record.id,
+            state=SessionState.ENDED,
+            end_reason="relay restarted",
+            ended_at=now,
+            recording=recording,
+            recording_sha256=sha256,
+        )
+        details: dict[str, Any] = {
+            "session": record.id,
+            "reason": "relay restarted",
+            "state": SessionState.ENDED.value,
+            "technician": record.username,
+        }
+        if recording is not None:
+            details["recording"] = recording
+            details["recording_sha256"] = sha256
+        await relay.audit.record(record.username, "session.end", record.device_name, **details)
+        count += 1
+    return count
 
 
 def _int(value: str | None, default: int) -> int:

@@ -30,12 +30,20 @@ class Link:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def flush(self) -> None:
-        """Write everything the connection has queued, in order."""
+        """Write everything the connection has queued, in order.
+
+        A peer that went away loses what was queued for it; its read loop sees
+        the close and ends the link.
+        """
         async with self.lock:
-            for frame in self.conn.data_to_send():
-                if self.ws.closed:
-                    return
-                await self.ws.send_bytes(frame)
+            frames = self.conn.data_to_send()
+            try:
+                for frame in frames:
+                    if self.ws.closed:
+                        return
+                    await self.ws.send_bytes(frame)
+            except ConnectionError:
+                return
 
     async def close(self, code: int, message: str) -> None:
         self.conn.close(code, message)

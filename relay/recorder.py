@@ -64,7 +64,8 @@ class AsciicastRecorder:
         self._write(header)
 
     def _elapsed(self) -> float:
-        return round(self._clock() - self._start, 6)
+        elapsed: float = self._clock() - self._start
+        return round(elapsed, 6)
 
     def _write(self, record: Any) -> None:
         if self._file is None:

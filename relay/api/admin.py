@@ -101,6 +101,10 @@ async def update_user(request: web.Request) -> web.Response:
         if user.id == admin.id and data["disabled"]:
             raise Conflict("you cannot disable your own account")
         changes["disabled"] = data["disabled"]
+    if "read_all_recordings" in data:
+        if not isinstance(data["read_all_recordings"], bool):
+            raise InvalidMessage("read_all_recordings must be true or false")
+        changes["read_all_recordings"] = data["read_all_recordings"]
     if "totp_required" in data:
         if not isinstance(data["totp_required"], bool):
             raise InvalidMessage("totp_required must be true or false")

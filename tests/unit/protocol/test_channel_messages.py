@@ -37,13 +37,17 @@ def test_messages_travel_both_ways_in_order() -> None:
     assert relay.events_received() == [ChannelMessage(5, ExitStatus(code=3))]
 
 
-def test_consent_decision_may_be_sent_before_the_accept() -> None:
+def test_consent_decision_may_be_sent_before_the_answer() -> None:
     relay, agent = connected(Role.AGENT)
     relay.open_channel(9, "shell")
     pump((relay, agent))
     agent.events_received()
-    with pytest.raises(UsageError, match="not open"):
-        agent.send_channel_message(9, ConsentDecision(granted=True, how="allow"))
+    agent.send_channel_message(9, ConsentDecision(granted=False, how="timeout"))
+    agent.reject_channel(9, ErrorCode.CONSENT_DENIED, "no answer")
+    pump((relay, agent))
+    events = relay.events_received()
+    assert events[0] == ChannelMessage(9, ConsentDecision(granted=False, how="timeout"))
+    assert events[1].code == ErrorCode.CONSENT_DENIED  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("message", [WindowAdjust(increment=1), ChannelClose(), Heartbeat(seq=1)])

@@ -1,0 +1,136 @@
+"""Sessions seen from the console: asking for one, and the channel that carries it.
+
+:meth:`ConsoleSession.open_session` sends a ``SessionRequest`` and waits: the
+relay reports ``waiting`` while the customer decides, then either a refusal
+(raised as the matching :class:`~protocol.errors.HelplineError`, e.g.
+:class:`~protocol.errors.ConsentDenied` with the reason) or a channel, which
+becomes a :class:`SessionChannel`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from protocol import Connection
+from protocol.errors import HelplineError, UsageError, error_from_code
+from protocol.sessions import ChannelEof, TerminalResize
+
+__all__ = ["SessionChannel", "SessionClosed", "StatusCallback"]
+
+StatusCallback = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    code: int
+    message: str
+
+
+class SessionChannel:
+    """One granted session: read its output, write input, resize, learn how it ended."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        channel: int,
+        session_id: str,
+        device: str,
+        flush: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.conn = conn
+        self.channel = channel
+        self.session_id = session_id
+        self.device = device
+        self._flush = flush
+        self._output: asyncio.Queue[bytes] = asyncio.Queue()
+        self._credit = asyncio.Event()
+        self.exit_status: tuple[int, str] | None = None
+        self.closed: asyncio.Future[SessionClosed] = asyncio.get_running_loop().create_future()
+        self.remote_eof = False
+
+    # -- fed by the connection ----------------------------------------------------------------
+
+    def _data(self, data: bytes) -> None:
+        self._output.put_nowait(data)
+
+    def _credit_available(self) -> None:
+        self._credit.set()
+
+    def _exit(self, code: int, signal: str) -> None:
+        self.exit_status = (code, signal)
+
+    def _eof(self) -> None:
+        self.remote_eof = True
+
+    def _closed(self, code: int, message: str) -> None:
+        if not self.closed.done():
+            self.closed.set_result(SessionClosed(code, message))
+        self._output.put_nowait(b"")
+        self._credit.set()
+
+    # -- for the application ------------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """Output as it arrives; ``b""`` once the session is closed."""
+        data = await self._output.get()
+        if data:
+            self.conn.acknowledge(self.channel, len(data))
+            await self._flush()
+        else:
+            self._output.put_nowait(b"")  # stay at end for later readers
+        return data
+
+    async def write(self, data: bytes) -> None:
+        """Send input, waiting for window when the device is behind."""
+        view = memoryview(data)
+        while view:
+            if self.closed.done():
+                return
+            try:
+                credit = self.conn.send_credit(self.channel)
+            except UsageError:
+                return
+            if credit <= 0:
+                self._credit.clear()
+                await self._credit.wait()
+                continue
+            self.conn.send_data(self.channel, bytes(view[:credit]))
+            view = view[credit:]
+            await self._flush()
+
+    async def resize(self, cols: int, rows: int) -> None:
+        if not self.closed.done():
+            self.conn.send_channel_message(self.channel, TerminalResize(cols=cols, rows=rows))
+            await self._flush()
+
+    async def send_eof(self) -> None:
+        if not self.closed.done():
+            self.conn.send_channel_message(self.channel, ChannelEof())
+            await self._flush()
+
+    async def close(self) -> None:
+        """End the session from the technician's side and wait for the relay to confirm."""
+        if not self.closed.done():
+            self.conn.close_channel(self.channel)
+            await self._flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.closed), 10)
+
+    async def wait_closed(self) -> SessionClosed:
+        return await self.closed
+
+
+class PendingRequest:
+    """A SessionRequest waiting for its answer."""
+
+    def __init__(self, on_status: StatusCallback | None) -> None:
+        self.on_status = on_status
+        self.result: asyncio.Future[SessionChannel] = asyncio.get_running_loop().create_future()
+
+    def refuse(self, code: int, message: str) -> None:
+        if not self.result.done():
+            error: HelplineError = error_from_code(code or 4000, message or "session refused")
+            self.result.set_exception(error)

@@ -1,0 +1,118 @@
+"""``helpline shell``: the local terminal bridged to a remote shell session.
+
+Interactive use puts the local terminal in raw mode (every key goes to the
+remote shell, Ctrl-C included), follows its size (``SIGWINCH``) and restores
+it on every way out: normal end, error, signal. With a command, input comes
+from stdin (end of input is passed on) and the exit status is the command's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import termios
+import tty
+from collections.abc import Iterator
+
+from .sessions import SessionChannel
+
+#: Exit status when the session ended without a command exit status (like ssh's 255).
+NO_EXIT_STATUS = 255
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int) -> Iterator[None]:
+    """Raw mode for ``fd`` while inside; the previous mode is restored however we leave."""
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd, termios.TCSANOW)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def terminal_size() -> tuple[int, int]:
+    size = shutil.get_terminal_size((80, 24))
+    return size.columns, size.lines
+
+
+async def _copy_input(channel: SessionChannel, fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+        queue.put_nowait(data)
+
+    loop.add_reader(fd, readable)
+    try:
+        while True:
+            data = await queue.get()
+            if not data:
+                await channel.send_eof()
+                return
+            await channel.write(data)
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _copy_output(channel: SessionChannel, fd: int) -> None:
+    while True:
+        data = await channel.read()
+        if not data:
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+                continue
+            view = view[written:]
+
+
+async def run_shell(channel: SessionChannel, *, interactive: bool) -> int:
+    """Bridge stdin/stdout to ``channel`` until the session ends; return the exit status."""
+    loop = asyncio.get_running_loop()
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    sys.stdout.flush()
+    output = asyncio.create_task(_copy_output(channel, stdout))
+    input_task = asyncio.create_task(_copy_input(channel, stdin))
+    resize_installed = False
+    resizing: set[asyncio.Task[None]] = set()
+    if interactive and os.isatty(stdout):
+
+        def on_resize() -> None:
+            cols, rows = terminal_size()
+            task = asyncio.ensure_future(channel.resize(cols, rows))
+            resizing.add(task)
+            task.add_done_callback(resizing.discard)
+
+        loop.add_signal_handler(signal.SIGWINCH, on_resize)
+        resize_installed = True
+    try:
+        with raw_terminal(stdin) if interactive and os.isatty(stdin) else contextlib.nullcontext():
+            await output
+    finally:
+        input_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await input_task
+        if resize_installed:
+            loop.remove_signal_handler(signal.SIGWINCH)
+    closed = await channel.wait_closed()
+    if channel.exit_status is not None:
+        code, signal_name = channel.exit_status
+        return 128 + getattr(signal.Signals, signal_name, signal.SIGTERM) if signal_name else code
+    print(f"\r\nhelpline: session ended: {closed.message or 'closed'}", file=sys.stderr)
+    return NO_EXIT_STATUS
