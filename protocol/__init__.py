@@ -18,6 +18,7 @@ from .events import (
     CreditAvailable,
     Event,
 )
+from .files import FileDone, FileOp, FileReply, FileRequest
 from .limits import Limits
 from .messages import (
     DeviceStatus,
@@ -62,6 +63,10 @@ __all__ = [
     "ErrorCode",
     "Event",
     "ExitStatus",
+    "FileDone",
+    "FileOp",
+    "FileReply",
+    "FileRequest",
     "Heartbeat",
     "HeartbeatAck",
     "Hello",

@@ -16,6 +16,7 @@ from protocol.errors import (
     LimitExceeded,
     UnknownMessage,
 )
+from protocol.files import FileDone, FileReply, FileRequest
 from protocol.limits import Limits
 from protocol.messages import (
     MAX_WINDOW,
@@ -82,6 +83,34 @@ SAMPLES: dict[str, Message] = {
     "resize": TerminalResize(cols=1000, rows=1),
     "eof": ChannelEof(),
     "exit": ExitStatus(code=-1, signal="SIGKILL"),
+    "file.request": FileRequest(
+        id=3,
+        op="rename",
+        path="/home/ana/a.txt",
+        target="/home/ana/b.txt",
+        offset=5,
+        size=9,
+        mode=0o600,
+        mtime_ns=1,
+        prefix_sha256="ab" * 32,
+        recursive=True,
+    ),
+    "file.reply": FileReply(
+        id=3,
+        ok=True,
+        code=0,
+        message="ok",
+        kind="dir",
+        size=10,
+        mode=0o40755,
+        mtime_ns=2,
+        offset=4,
+        prefix_sha256="cd" * 32,
+        sha256="ef" * 32,
+        entries=(("notes.txt", "file", 12, 0o644, 3),),
+        more=True,
+    ),
+    "file.done": FileDone(id=3, size=10, sha256="01" * 32),
 }
 
 
@@ -124,6 +153,9 @@ def test_wire_names_are_stable() -> None:
         "resize": "TerminalResize",
         "eof": "ChannelEof",
         "exit": "ExitStatus",
+        "file.request": "FileRequest",
+        "file.reply": "FileReply",
+        "file.done": "FileDone",
     }
 
 
@@ -145,6 +177,9 @@ def test_scopes_and_senders() -> None:
         "resize",
         "eof",
         "exit",
+        "file.request",
+        "file.reply",
+        "file.done",
     }
     for name, cls in message_types().items():
         expected = Scope.CHANNEL if name in channel_types else Scope.CONNECTION
@@ -168,6 +203,9 @@ def test_scopes_and_senders() -> None:
         "resize": {Role.CONSOLE, Role.RELAY},
         "eof": everyone,
         "exit": {Role.AGENT, Role.RELAY},
+        "file.request": {Role.CONSOLE, Role.RELAY},
+        "file.reply": {Role.AGENT, Role.RELAY},
+        "file.done": everyone,
     }
 
 
@@ -308,6 +346,12 @@ RANGES = [
     ("resize", "cols", 1, 1000),
     ("resize", "rows", 1, 1000),
     ("exit", "code", -1, 255),
+    ("file.request", "id", 0, 2**31 - 1),
+    ("file.request", "offset", 0, 2**62),
+    ("file.request", "mode", 0, 0o7777),
+    ("file.reply", "size", 0, 2**62),
+    ("file.reply", "code", 0, 4999),
+    ("file.done", "size", 0, 2**62),
 ]
 
 
@@ -346,6 +390,14 @@ STRING_BOUNDS = [
     ("session.status", "message", 1024),
     ("consent", "by", 255),
     ("exit", "signal", 32),
+    ("file.request", "path", 4096),
+    ("file.request", "target", 4096),
+    ("file.request", "prefix_sha256", 64),
+    ("file.reply", "message", 1024),
+    ("file.reply", "kind", 8),
+    ("file.reply", "prefix_sha256", 64),
+    ("file.reply", "sha256", 64),
+    ("file.done", "sha256", 64),
 ]
 
 
@@ -374,6 +426,7 @@ def test_every_string_field_has_a_bound_case() -> None:
         ("session.request", "kind"),
         ("session.status", "state"),
         ("consent", "how"),
+        ("file.request", "op"),
     }
 
 
@@ -383,6 +436,7 @@ def test_every_string_field_has_a_bound_case() -> None:
         ("session.request", "kind", "files", "telnet"),
         ("session.status", "state", "waiting", "pending"),
         ("consent", "how", "timeout", "maybe"),
+        ("file.request", "op", "pull", "chmod"),
     ],
 )
 def test_enumerated_fields_accept_only_their_values(
@@ -558,3 +612,15 @@ def test_garbage_is_a_frame_error(body: bytes) -> None:
         decode_message(body, LIMITS)
     assert caught.value.code is ErrorCode.MALFORMED_FRAME
     assert isinstance(caught.value.__cause__, Exception)
+
+
+def test_listing_entries_are_checked() -> None:
+    reply = SAMPLES["file.reply"]
+    too_many = [["f", "file", 1, 0o644, 1]] * (LIMITS.max_list + 1)
+    with pytest.raises(LimitExceeded, match="entries"):
+        decode_message(body_of(reply, entries=too_many), LIMITS)
+    for malformed in ([["f", "file", 1, 0o644]], ["f"], [["f", "socket", 1, 0, 0]]):
+        with pytest.raises(InvalidMessage):
+            decode_message(body_of(reply, entries=malformed), LIMITS)
+    decoded = decode_message(body_of(reply, entries=[["a", "dir", 0, 0o755, 5]]), LIMITS)
+    assert decoded.entries == (("a", "dir", 0, 0o755, 5),)  # type: ignore[attr-defined]
