@@ -388,6 +388,8 @@ class ConsoleSession:
                 channel._exit(event.message.code, event.message.signal)
             elif isinstance(event.message, ChannelEof):
                 channel._eof()
+            else:
+                channel._message(event.message)
         elif isinstance(event, ChannelClosed):
             self._channels.pop(event.channel, None)
             channel._closed(event.code, event.message)

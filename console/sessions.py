@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from protocol import Connection
+from protocol import Connection, Message
 from protocol.errors import HelplineError, UsageError, error_from_code
 from protocol.sessions import ChannelEof, TerminalResize
 
@@ -50,6 +50,8 @@ class SessionChannel:
         self.exit_status: tuple[int, str] | None = None
         self.closed: asyncio.Future[SessionClosed] = asyncio.get_running_loop().create_future()
         self.remote_eof = False
+        #: Application messages from the device (file replies...), in order; None once closed.
+        self.messages: asyncio.Queue[Message | None] = asyncio.Queue()
 
     # -- fed by the connection ----------------------------------------------------------------
 
@@ -65,10 +67,14 @@ class SessionChannel:
     def _eof(self) -> None:
         self.remote_eof = True
 
+    def _message(self, message: Message) -> None:
+        self.messages.put_nowait(message)
+
     def _closed(self, code: int, message: str) -> None:
         if not self.closed.done():
             self.closed.set_result(SessionClosed(code, message))
         self._output.put_nowait(b"")
+        self.messages.put_nowait(None)
         self._credit.set()
 
     # -- for the application ------------------------------------------------------------------
@@ -105,6 +111,14 @@ class SessionChannel:
         if not self.closed.done():
             self.conn.send_channel_message(self.channel, TerminalResize(cols=cols, rows=rows))
             await self._flush()
+
+    async def send_message(self, message: Message) -> None:
+        """An application message to the device (a file request...)."""
+        if self.closed.done():
+            closed = self.closed.result()
+            raise error_from_code(closed.code if closed.code >= 4000 else 4000, closed.message)
+        self.conn.send_channel_message(self.channel, message)
+        await self._flush()
 
     async def send_eof(self) -> None:
         if not self.closed.done():
