@@ -31,8 +31,9 @@ from protocol import (
     ChannelRejected,
     CreditAvailable,
     Event,
+    Message,
 )
-from protocol.errors import ErrorCode, HelplineError, NotFound, NotPermitted
+from protocol.errors import ErrorCode, HelplineError, NotFound, NotPermitted, UsageError
 from protocol.events import ChannelMessage
 from protocol.sessions import (
     ChannelEof,
@@ -45,15 +46,17 @@ from protocol.sessions import (
 )
 
 from .api.devices import find_device
+from .filetransfers import FileTransferAudit
 from .links import AgentLink
 from .models import Device, SessionRecord, User, UserRole
+from .observers import SessionObserver, ShellRecording
 from .recorder import AsciicastRecorder, file_sha256
 from .state import RelayState
 
 log = logging.getLogger("helpline.sessions")
 
 #: Kinds this relay brokers today.
-SUPPORTED_KINDS = frozenset({SessionKind.SHELL})
+SUPPORTED_KINDS = frozenset({SessionKind.SHELL, SessionKind.FILES})
 #: End reasons, as audited, by ChannelClose code from the agent's side.
 _AGENT_END_REASONS = {
     EndCode.CUSTOMER: "customer",
@@ -98,6 +101,11 @@ class TechnicianLeg(ABC):
     @abstractmethod
     async def close(self, code: int, message: str) -> None:
         """The session is over for a reason other than this leg closing it."""
+
+    async def message(self, message: Message) -> None:
+        """An application message from the device (file replies...). Legs that carry
+        only terminals ignore them."""
+        log.debug("%s leg ignores %s", self.via, message.TYPE)
 
 
 Item = tuple[str, Any]
@@ -158,7 +166,7 @@ class Session:
     bytes_to_device: int = 0
     exit_code: int | None = None
     consent: str | None = None
-    recorder: AsciicastRecorder | None = None
+    observer: SessionObserver = field(default_factory=SessionObserver)
     ending: tuple[str, int, str] | None = None  # (reason, code, message) once the agent closed
     ended: bool = False
 
@@ -305,10 +313,13 @@ class Broker:
             elif isinstance(message, ChannelEof):
                 session.to_tech.put("eof", None)
                 await self._drain_to_tech(session)
+            else:
+                await session.observer.device_message(message)
+                session.to_tech.put("message", message)
+                await self._drain_to_tech(session)
         elif isinstance(event, ChannelData):
             session.bytes_from_device += len(event.data)
-            if session.recorder is not None:
-                session.recorder.output(event.data)
+            session.observer.device_data(event.data)
             session.to_tech.put("data", event.data)
             await self._drain_to_tech(session)
         elif isinstance(event, ChannelAccepted):
@@ -333,18 +344,7 @@ class Broker:
     async def _start(self, session: Session) -> None:
         session.state = SessionState.ACTIVE
         session.started_at = time.time()
-        if session.kind == SessionKind.SHELL:
-            session.recorder = AsciicastRecorder(
-                self.relay.config.data_dir / "recordings" / f"{session.id}.cast",
-                cols=_int(session.params.get("cols"), 80),
-                rows=_int(session.params.get("rows"), 24),
-                title=f"{session.user.username} on {session.device.name}",
-                term=session.params.get("term", "xterm-256color"),
-                technician=session.user.username,
-                device=session.device.name,
-                session_id=session.id,
-                record_input=self.relay.config.recording.record_input,
-            )
+        session.observer = self._observer_for(session)
         await self.relay.store.update_session(
             session.id,
             state=SessionState.ACTIVE,
@@ -360,6 +360,34 @@ class Broker:
         )
         await session.tech.opened(session)
 
+    def _observer_for(self, session: Session) -> SessionObserver:
+        config = self.relay.config
+        if session.kind == SessionKind.SHELL:
+            recorder = AsciicastRecorder(
+                config.data_dir / "recordings" / f"{session.id}.cast",
+                cols=_int(session.params.get("cols"), 80),
+                rows=_int(session.params.get("rows"), 24),
+                title=f"{session.user.username} on {session.device.name}",
+                term=session.params.get("term", "xterm-256color"),
+                technician=session.user.username,
+                device=session.device.name,
+                session_id=session.id,
+                record_input=config.recording.record_input,
+            )
+            return ShellRecording(recorder, config.data_dir)
+        if session.kind == SessionKind.FILES:
+            copies = (
+                config.data_dir / "recordings" / session.id if config.recording.keep_files else None
+            )
+            return FileTransferAudit(
+                self.relay.audit,
+                actor=session.user.username,
+                device=session.device.name,
+                session_id=session.id,
+                copies=copies,
+            )
+        return SessionObserver()
+
     # -- events from the technician's leg --------------------------------------------------
 
     async def tech_accepted(self, session: Session) -> None:
@@ -371,15 +399,19 @@ class Broker:
 
     async def tech_data(self, session: Session, data: bytes) -> None:
         session.bytes_to_device += len(data)
-        if session.recorder is not None:
-            session.recorder.input(data)
+        session.observer.tech_data(data)
         session.to_agent.put("data", data)
         await self._drain_to_agent(session)
 
     async def tech_resize(self, session: Session, cols: int, rows: int) -> None:
-        if session.recorder is not None:
-            session.recorder.resize(cols, rows)
+        session.observer.resize(cols, rows)
         session.to_agent.put("resize", (cols, rows))
+        await self._drain_to_agent(session)
+
+    async def tech_message(self, session: Session, message: Message) -> None:
+        """An application message for the device (a file request...)."""
+        await session.observer.tech_message(message)
+        session.to_agent.put("message", message)
         await self._drain_to_agent(session)
 
     async def tech_eof(self, session: Session) -> None:
@@ -456,11 +488,9 @@ class Broker:
         self.sessions.pop(session.id, None)
         self._channels.pop(session.channel, None)
         ended_at = time.time()
-        sha256 = None
-        recording = None
-        if session.recorder is not None:
-            sha256 = session.recorder.close()
-            recording = str(session.recorder.path.relative_to(self.relay.config.data_dir))
+        kept = await session.observer.close()
+        recording = kept.get("recording")
+        sha256 = kept.get("recording_sha256")
         await self.relay.store.update_session(
             session.id,
             state=state,
@@ -512,6 +542,8 @@ class Broker:
                 await session.tech.exit_status(*value)
             elif kind == "eof":
                 await session.tech.eof()
+            elif kind == "message":
+                await session.tech.message(value)
             elif kind == "close":
                 code, message = value
                 await _quietly(session.tech.close(code, message))
@@ -543,6 +575,11 @@ class Broker:
                 conn.send_channel_message(channel, TerminalResize(cols=value[0], rows=value[1]))
             elif kind == "eof":
                 conn.send_channel_message(channel, ChannelEof())
+            elif kind == "message":
+                try:
+                    conn.send_channel_message(channel, value)
+                except UsageError:
+                    log.warning("dropped a %s the relay may not forward", value.TYPE)
 
         await session.to_agent.drain(credit, deliver)
         await _quietly(session.agent.flush())

@@ -61,6 +61,8 @@ listen = "{ssh_listen}"
 [recording]
 # Record what technicians type in shell sessions too. Off by default: input holds passwords.
 record_input = false
+# Keep a copy of every file transferred, beside the session's recordings.
+keep_files = false
 """
 
 
@@ -104,6 +106,7 @@ class SshConfig:
 @dataclass(frozen=True, slots=True)
 class RecordingConfig:
     record_input: bool = False
+    keep_files: bool = False
 
 
 @dataclass(frozen=True, slots=True)

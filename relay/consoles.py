@@ -22,6 +22,7 @@ from protocol import (
     DeviceStatus,
     Event,
     Hello,
+    Message,
     Role,
 )
 from protocol.errors import HandshakeError
@@ -110,6 +111,11 @@ class ConsoleLeg(TechnicianLeg):
         self.link.conn.send_channel_message(self.channel, ChannelEof())
         await self.link.flush()
 
+    async def message(self, message: Message) -> None:
+        assert self.channel is not None
+        self.link.conn.send_channel_message(self.channel, message)
+        await self.link.flush()
+
     async def close(self, code: int, message: str) -> None:
         if self.channel is not None:
             self.link.conn.close_channel(self.channel, code, message[:1024])
@@ -175,6 +181,8 @@ async def console_connect(request: web.Request) -> web.StreamResponse:
                 await broker.tech_resize(session, event.message.cols, event.message.rows)
             elif isinstance(event.message, ChannelEof):
                 await broker.tech_eof(session)
+            else:
+                await broker.tech_message(session, event.message)
         elif isinstance(event, ChannelClosed | ChannelRejected):
             await broker.tech_closed(session)
 
