@@ -123,6 +123,9 @@ def load_config(directory: Path) -> AgentConfig:
     roots = raw.get("files", {}).get("roots", [])
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise ConfigError(f"{path}: [files] roots must be a list of paths")
+    for root in roots:
+        if not root.startswith(("/", "~")) or "\0" in root:
+            raise ConfigError(f"{path}: [files] roots must be absolute paths, not {root!r}")
     try:
         return AgentConfig(
             directory=directory,

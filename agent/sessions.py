@@ -38,6 +38,7 @@ from protocol.sessions import (
 
 from .config import AgentConfig
 from .consent import ConsentPolicy, ConsentRequest, Notice
+from .files import FileRoots, FileService
 from .shell import ShellProcess, login_shell, session_environment, working_directory
 
 log = logging.getLogger("helpline.agent.sessions")
@@ -61,6 +62,7 @@ class HostedSession:
     reason: str
     started: float = field(default_factory=time.time)
     shell: ShellProcess | None = None
+    files: FileService | None = None
     notice: Notice | None = None
     credit: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -80,6 +82,7 @@ class SessionHost:
     def __init__(self, config: AgentConfig, consent: ConsentPolicy) -> None:
         self.config = config
         self.consent = consent
+        self.roots = FileRoots(config.file_roots)
         self.sessions: dict[int, HostedSession] = {}
         self._conn: Connection | None = None
         self._flush: Flush | None = None
@@ -112,6 +115,9 @@ class SessionHost:
         if found is None:
             return
         session = found
+        if session.files is not None:
+            await self._to_files(session, session.files, event)
+            return
         if isinstance(event, ChannelData):
             if session.shell is not None:
                 session.tasks.append(asyncio.create_task(self._write(session, event.data)))
@@ -123,6 +129,17 @@ class SessionHost:
                 session.shell.resize(message.cols, message.rows)
             elif isinstance(message, ChannelEof) and session.shell is not None:
                 session.shell.end_of_input()
+        elif isinstance(event, ChannelClosed):
+            session.closed = True
+            await self._teardown(session)
+
+    async def _to_files(self, session: HostedSession, files: FileService, event: Event) -> None:
+        if isinstance(event, ChannelData):
+            await files.handle_data(event.data)
+        elif isinstance(event, ChannelMessage):
+            await files.handle_message(event.message)
+        elif isinstance(event, CreditAvailable):
+            files.credit_available()
         elif isinstance(event, ChannelClosed):
             session.closed = True
             await self._teardown(session)
@@ -147,7 +164,7 @@ class SessionHost:
             reason=session.reason,
             device=self.config.name,
         )
-        if session.kind != SessionKind.SHELL:
+        if session.kind not in (SessionKind.SHELL, SessionKind.FILES):
             conn.reject_channel(
                 session.channel,
                 ErrorCode.NOT_PERMITTED,
@@ -170,6 +187,17 @@ class SessionHost:
             self.sessions.pop(session.channel, None)
             await self._send()
             log.info("session %s denied (%s)", session.id, decision.how)
+            return
+        if session.kind == SessionKind.FILES:
+            session.files = FileService(self.roots, conn, session.channel, self._send)
+            conn.accept_channel(session.channel)
+            await self._send()
+            log.info("files session %s started for %s", session.id, session.technician)
+            session.notice = await self.consent.notice(request)
+            if session.notice is not None:
+                session.tasks.append(
+                    asyncio.create_task(self._watch_notice(session, session.notice))
+                )
             return
         try:
             session.shell = await self._start_shell(params)
@@ -254,6 +282,8 @@ class SessionHost:
         self.sessions.pop(session.channel, None)
         if session.shell is not None:
             await session.shell.terminate()
+        if session.files is not None:
+            await session.files.close()
         if session.notice is not None:
             await session.notice.close()
         current = asyncio.current_task()
