@@ -45,18 +45,18 @@ class SessionChannel:
         self.session_id = session_id
         self.device = device
         self._flush = flush
-        self._output: asyncio.Queue[bytes] = asyncio.Queue()
+        self._incoming: asyncio.Queue[bytes | Message | None] = asyncio.Queue()
         self._credit = asyncio.Event()
         self.exit_status: tuple[int, str] | None = None
         self.closed: asyncio.Future[SessionClosed] = asyncio.get_running_loop().create_future()
         self.remote_eof = False
-        #: Application messages from the device (file replies...), in order; None once closed.
+        #: Messages :meth:`read` stepped over, in order; None once closed.
         self.messages: asyncio.Queue[Message | None] = asyncio.Queue()
 
     # -- fed by the connection ----------------------------------------------------------------
 
     def _data(self, data: bytes) -> None:
-        self._output.put_nowait(data)
+        self._incoming.put_nowait(data)
 
     def _credit_available(self) -> None:
         self._credit.set()
@@ -68,26 +68,38 @@ class SessionChannel:
         self.remote_eof = True
 
     def _message(self, message: Message) -> None:
-        self.messages.put_nowait(message)
+        self._incoming.put_nowait(message)
 
     def _closed(self, code: int, message: str) -> None:
         if not self.closed.done():
             self.closed.set_result(SessionClosed(code, message))
-        self._output.put_nowait(b"")
-        self.messages.put_nowait(None)
+        self._incoming.put_nowait(None)
         self._credit.set()
 
     # -- for the application ------------------------------------------------------------------
 
-    async def read(self) -> bytes:
-        """Output as it arrives; ``b""`` once the session is closed."""
-        data = await self._output.get()
-        if data:
-            self.conn.acknowledge(self.channel, len(data))
+    async def receive(self) -> bytes | Message | None:
+        """The next thing the device sent, data and messages in the order they were sent;
+        ``None`` once the session is closed. Data is acknowledged as it is handed out."""
+        item = await self._incoming.get()
+        if item is None:
+            self._incoming.put_nowait(None)  # stay at the end for later readers
+        elif isinstance(item, bytes):
+            self.conn.acknowledge(self.channel, len(item))
             await self._flush()
-        else:
-            self._output.put_nowait(b"")  # stay at end for later readers
-        return data
+        return item
+
+    async def read(self) -> bytes:
+        """Output as it arrives; ``b""`` once the session is closed. Messages met on the
+        way are set aside on :attr:`messages`."""
+        while True:
+            item = await self.receive()
+            if item is None:
+                self.messages.put_nowait(None)
+                return b""
+            if isinstance(item, bytes):
+                return item
+            self.messages.put_nowait(item)
 
     async def write(self, data: bytes) -> None:
         """Send input, waiting for window when the device is behind."""

@@ -58,7 +58,7 @@ class AlertingSSLProtocol(sslproto.SSLProtocol):
         if handshake_exc is not None and self._transport is not None:
             # The transport may already be gone; refusing is what matters.
             with contextlib.suppress(OSError, RuntimeError):
-                self._process_outgoing()
+                self._process_outgoing()  # type: ignore[attr-defined]  # asyncio 3.11+ internal
         super()._on_handshake_complete(handshake_exc)
 
 
