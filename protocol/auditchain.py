@@ -65,6 +65,7 @@ def verify_chain(
     expected_seq = 1
     prev = GENESIS
     checked = 0
+    hash_at_head: str | None = None
     for entry in entries:
         seq = entry["seq"]
         if seq != expected_seq:
@@ -83,6 +84,8 @@ def verify_chain(
         if not hmac.compare_digest(recomputed, str(entry["hash"])):
             return ChainReport(False, checked, seq, f"entry {seq} was altered")
         prev = recomputed
+        if head is not None and seq == head[0]:
+            hash_at_head = recomputed
         expected_seq += 1
         checked += 1
     if head is not None:
@@ -94,7 +97,9 @@ def verify_chain(
                 checked + 1,
                 f"entries after {checked} are missing (head is {head_seq})",
             )
-        if checked == head_seq and not hmac.compare_digest(prev, head_hash):
+        # A chain truncated and then continued reuses sequence numbers: the entry at the
+        # head's position no longer has the hash recorded for it.
+        if hash_at_head is not None and not hmac.compare_digest(hash_at_head, head_hash):
             return ChainReport(
                 False, checked, head_seq, f"entry {head_seq} differs from the recorded head"
             )

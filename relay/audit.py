@@ -46,7 +46,17 @@ class AuditLog:
         entry = await self.store.append_audit(
             ts, _clip(actor), action, _clip(target), _clip(details)
         )
-        self._write_head(entry)
+        head = self.head()
+        if head is None or (entry.prev == head[1] and entry.seq == head[0] + 1):
+            self._write_head(entry)
+        else:
+            # The chain no longer continues from the recorded head (rows were deleted):
+            # keep the head where it was, so verification keeps reporting the break.
+            log.error(
+                "audit entry %d does not continue the recorded head %d; head left in place",
+                entry.seq,
+                head[0],
+            )
         log.info("audit %s actor=%s target=%s seq=%d", action, entry.actor, entry.target, entry.seq)
         return entry
 

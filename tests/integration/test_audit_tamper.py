@@ -149,3 +149,20 @@ def test_truncated_tail_is_detected_by_the_recorded_head(relay: RelayProcess, cl
     assert local.returncode != 0
     assert f"BROKEN at entry {keep + 1}" in local.stderr
     relay_still_serves(relay, cli)
+
+
+def test_truncation_stays_detected_after_new_entries(relay: RelayProcess, cli: Path) -> None:
+    """Deleting the tail and letting the relay append again reuses sequence numbers;
+    the recorded head keeps its place, so the break is still reported."""
+    before = seqs(relay)
+    head = json.loads((relay.data_dir / "audit-head.json").read_text())
+    keep = before[-3]
+    attacker_sql(relay, f"DELETE FROM audit WHERE seq > {keep}")  # noqa: S608
+    for name in ("west", "centre", "coast"):  # the relay writes new entries over the gap
+        result = run_helpline(cli, "admin", "groups", "create", name)
+        assert result.returncode == 0, result.stderr
+    assert seqs(relay)[-1] >= head["seq"]
+    assert json.loads((relay.data_dir / "audit-head.json").read_text()) == head
+    code, _, err = verify(cli)
+    assert code != 0
+    assert f"audit chain BROKEN at entry {head['seq']}" in err

@@ -98,3 +98,30 @@ def test_head_mismatch_is_reported() -> None:
 def test_chain_longer_than_head_still_verifies() -> None:
     chain = make_chain(4)
     assert verify_chain(chain, head=(2, chain[1]["hash"])).ok
+
+
+def test_truncated_then_continued_chain_is_caught_by_the_head() -> None:
+    original = make_chain(5)
+    head = (5, original[-1]["hash"])
+    # Entries 4 and 5 deleted, then new entries appended after 3: numbers reused.
+    forged = make_chain(3)
+    prev = forged[-1]["hash"]
+    for seq in (4, 5, 6):
+        stamp = f"2027-01-01T00:00:{seq:02d}"
+        digest = entry_hash(seq, stamp, "x", "y", "z", {}, prev)
+        forged.append(
+            {
+                "seq": seq,
+                "ts": stamp,
+                "actor": "x",
+                "action": "y",
+                "target": "z",
+                "details": {},
+                "prev": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    report = verify_chain(forged, head=head)
+    assert not report.ok
+    assert report.bad_seq == 5
