@@ -29,7 +29,7 @@ from protocol import (
     Role,
 )
 from protocol.errors import ErrorCode
-from protocol.frames import HEADER_SIZE
+from protocol.frames import websocket_message_limit
 
 from .backoff import Backoff
 from .config import AgentConfig
@@ -80,7 +80,7 @@ class AgentRunner:
                 ssl=self.ssl_context(),
                 heartbeat=None,
                 autoping=True,
-                max_msg_size=self.limits.max_frame_size + HEADER_SIZE,
+                max_msg_size=websocket_message_limit(self.limits.max_frame_size),
                 compress=0,
             ) as ws,
         ):

@@ -36,7 +36,7 @@ from protocol import (
 from protocol.auditchain import ChainReport, verify_chain
 from protocol.errors import ErrorCode, HelplineError, error_from_code
 from protocol.events import ChannelMessage
-from protocol.frames import HEADER_SIZE
+from protocol.frames import websocket_message_limit
 from protocol.sessions import ChannelEof, ExitStatus, SessionRequest, SessionState, SessionStatus
 
 from .sessions import PendingRequest, SessionChannel, StatusCallback
@@ -269,7 +269,7 @@ class HelplineClient:
             ssl=self._ssl,
             headers=self._headers(),
             heartbeat=None,
-            max_msg_size=limits.max_frame_size + HEADER_SIZE,
+            max_msg_size=websocket_message_limit(limits.max_frame_size),
             compress=0,
         )
         console = ConsoleSession(ws, limits, heartbeat_interval)

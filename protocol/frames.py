@@ -34,6 +34,7 @@ __all__ = [
     "FrameParser",
     "encode_frame",
     "parse_header",
+    "websocket_message_limit",
 ]
 
 _HEADER = struct.Struct(">BII")
@@ -54,6 +55,13 @@ class Frame:
 
     def encode(self) -> bytes:
         return encode_frame(self.kind, self.channel, self.body)
+
+
+def websocket_message_limit(max_frame_size: int) -> int:
+    """The message size limit to give a WebSocket library so that every frame up to
+    ``max_frame_size`` fits: the header plus the body, plus one byte because aiohttp
+    refuses a message of exactly its limit."""
+    return HEADER_SIZE + max_frame_size + 1
 
 
 def encode_frame(kind: FrameKind, channel: int, body: bytes) -> bytes:

@@ -19,7 +19,7 @@ from certs.authority import device_id_of
 from certs.fingerprints import fingerprint
 from protocol import Connection, Event, Hello, Inventory, Limits, Role
 from protocol.errors import AuthError, HandshakeError
-from protocol.frames import HEADER_SIZE
+from protocol.frames import websocket_message_limit
 
 from .links import AgentLink, run_link
 from .state import RELAY, VERSION, RelayState
@@ -68,7 +68,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
         raise AuthError("device unknown or revoked")
     limits = protocol_limits(relay)
     ws = web.WebSocketResponse(
-        max_msg_size=limits.max_frame_size + HEADER_SIZE, compress=False, autoping=True
+        max_msg_size=websocket_message_limit(limits.max_frame_size), compress=False, autoping=True
     )
     await ws.prepare(request)
     conn = Connection(Role.RELAY, limits=limits, software=f"helpline-relay/{VERSION}")

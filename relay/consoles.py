@@ -27,7 +27,7 @@ from protocol import (
 )
 from protocol.errors import HandshakeError
 from protocol.events import ChannelMessage
-from protocol.frames import HEADER_SIZE
+from protocol.frames import websocket_message_limit
 from protocol.sessions import ChannelEof, ExitStatus, SessionRequest, SessionStatus, TerminalResize
 
 from .agents import protocol_limits
@@ -132,7 +132,7 @@ async def console_connect(request: web.Request) -> web.StreamResponse:
         groups = set()
     limits = protocol_limits(relay)
     ws = web.WebSocketResponse(
-        max_msg_size=limits.max_frame_size + HEADER_SIZE, compress=False, autoping=True
+        max_msg_size=websocket_message_limit(limits.max_frame_size), compress=False, autoping=True
     )
     await ws.prepare(request)
     conn = Connection(Role.RELAY, limits=limits, software=f"helpline-relay/{VERSION}")

@@ -104,6 +104,8 @@ async def run_link(
             await ws.close(code=ErrorCode.MALFORMED_FRAME, message=b"text messages not allowed")
             return
         else:  # CLOSE, CLOSING, CLOSED, ERROR
+            if message.type is WSMsgType.ERROR:
+                log.warning("%s: transport error: %s", link, message.data)
             conn.receive_eof()
         try:
             for event in conn.events_received():

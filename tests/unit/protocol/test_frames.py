@@ -240,3 +240,9 @@ def test_feed_raises_for_a_bad_header_after_good_frames() -> None:
     parser = FrameParser(LIMIT)
     with pytest.raises(FrameError):
         parser.feed(encode_frame(FrameKind.DATA, 1, b"ok") + struct.pack(">BII", 0, 1, 0))
+
+
+def test_websocket_message_limit_leaves_room_for_the_largest_frame() -> None:
+    from protocol.frames import HEADER_SIZE, websocket_message_limit
+
+    assert websocket_message_limit(1024) > HEADER_SIZE + 1024
