@@ -20,6 +20,7 @@ from .broker import Broker, seal_interrupted_sessions
 from .config import RelayConfig
 from .pki import RelayPKI
 from .presence import Presence
+from .sshgate import SshGateway, start_gateway
 from .state import RELAY, RelayState
 from .store import open_store
 from .tls import start_tls_server
@@ -89,6 +90,7 @@ class RunningRelay:
     runner: web.AppRunner
     server: asyncio.Server
     tasks: list[asyncio.Task[None]]
+    ssh: SshGateway | None = None
 
     @property
     def port(self) -> int:
@@ -96,9 +98,13 @@ class RunningRelay:
 
     async def stop(self) -> None:
         self.server.close()
+        if self.ssh is not None:
+            self.ssh.stop_listening()
         for task in self.tasks:
             task.cancel()
-        await self.runner.cleanup()
+        await self.runner.cleanup()  # ends every session, SSH ones included
+        if self.ssh is not None:
+            await self.ssh.stop()
         await self.state.store.close()
 
 
@@ -119,7 +125,20 @@ async def start_relay(config: RelayConfig, listen: str | None = None) -> Running
         backlog=4096,
     )
     await seal_interrupted_sessions(state)
+    ssh = None
+    ssh_listen = ""
+    if config.ssh.listen:
+        ssh_host, ssh_port = split_host_port(config.ssh.listen)
+        ssh = await start_gateway(state, ssh_host, ssh_port)
+        ssh_listen = f"{ssh_host}:{ssh.port}"
     tasks = [asyncio.create_task(_flush_last_seen(state))]
-    await state.audit.record("relay", "relay.start", "", listen=f"{host}:{port}", at=time.time())
+    await state.audit.record(
+        "relay",
+        "relay.start",
+        "",
+        listen=f"{host}:{port}",
+        ssh_listen=ssh_listen,
+        at=time.time(),
+    )
     log.info("relay listening on https://%s:%d", host, server.sockets[0].getsockname()[1])
-    return RunningRelay(state, runner, server, tasks)
+    return RunningRelay(state, runner, server, tasks, ssh)

@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pyotp
 from argon2 import PasswordHasher
@@ -134,6 +135,7 @@ class Authenticator:
         self.config = config
         self.clock = clock
         self.throttle = AddressThrottle(config.address_failures, config.address_window)
+        self._failure_lock = asyncio.Lock()
 
     async def login(self, username: str, password: str, otp: str, address: str) -> LoginResult:
         now = self.clock()
@@ -188,15 +190,40 @@ class Authenticator:
     async def _fail(
         self, user: User | None, actor: str, address: str, reason: str, now: float
     ) -> None:
-        self.throttle.fail(address, now)
-        await self.audit.record(actor, "user.login_failed", actor, address=address, reason=reason)
+        await self.record_failure(user, actor, address, reason, now=now)
+
+    async def record_failure(
+        self,
+        user: User | None,
+        actor: str,
+        address: str,
+        reason: str,
+        *,
+        action: str = "user.login_failed",
+        now: float | None = None,
+        throttle: bool = True,
+        **details: Any,
+    ) -> None:
+        """Audit a failed login as ``action``; count it against ``address`` (unless
+        ``throttle`` is false) and, when ``user`` is given, toward that account's lockout."""
+        now = self.clock() if now is None else now
+        if throttle:
+            self.throttle.fail(address, now)
+        await self.audit.record(actor, action, actor, address=address, reason=reason, **details)
         if user is None:
             return
-        attempts = user.failed_attempts + 1
-        updates: dict[str, object] = {"failed_attempts": attempts}
-        if attempts >= self.config.lockout_threshold:
-            updates["locked_until"] = now + self.config.lockout_seconds
-        await self.store.update_user(user.id, **updates)
+        # Parallel guesses must all count: read the counter afresh and write it back under
+        # one lock, or each would add one to the same stale value and never reach the limit.
+        async with self._failure_lock:
+            current = await self.store.get_user_by_id(user.id)
+            if current is None:
+                return
+            attempts = current.failed_attempts + 1
+            updates: dict[str, object] = {"failed_attempts": attempts}
+            already_locked = current.locked_until is not None and current.locked_until > now
+            if attempts >= self.config.lockout_threshold and not already_locked:
+                updates["locked_until"] = now + self.config.lockout_seconds
+            await self.store.update_user(user.id, **updates)
         if "locked_until" in updates:
             await self.audit.record(
                 "relay",
@@ -206,6 +233,86 @@ class Authenticator:
                 failures=attempts,
                 seconds=self.config.lockout_seconds,
             )
+
+    # -- a second step after a first factor proven elsewhere (the SSH gateway's keys) -----
+
+    async def usable_account(
+        self, username: str, address: str, *, action: str = "ssh.login_failed", **details: Any
+    ) -> User:
+        """The account ``username`` once its first factor was proven by other means (an
+        SSH key signature): refused when the address is throttled, the account unknown,
+        locked or disabled, with the same auditing and counting as :meth:`login`.
+
+        Raises :class:`TooManyAttempts` (throttled, locked) or :class:`AuthError`.
+        """
+        now = self.clock()
+        actor = username[:64]
+        if self.throttle.blocked(address, now):
+            await self.audit.record(
+                actor, action, actor, address=address, reason="address throttled", **details
+            )
+            raise TooManyAttempts("too many failed attempts from this address; try again later")
+        user = await self.store.get_user(username)
+        if user is None:
+            await self.record_failure(
+                None, actor, address, "unknown user", action=action, now=now, **details
+            )
+            raise AuthError(_GENERIC_FAILURE)
+        if user.locked_until is not None and user.locked_until > now:
+            await self.audit.record(
+                actor, action, actor, address=address, reason="account locked", **details
+            )
+            raise TooManyAttempts("account locked after repeated failures; try again later")
+        if user.disabled:
+            await self.record_failure(
+                user, actor, address, "account disabled", action=action, now=now, **details
+            )
+            raise AuthError(_GENERIC_FAILURE)
+        return user
+
+    async def second_factor(
+        self,
+        username: str,
+        otp: str,
+        address: str,
+        *,
+        action: str = "ssh.login_failed",
+        **details: Any,
+    ) -> User:
+        """Check the TOTP code of an account whose first factor was proven by other means.
+
+        The rules of :meth:`login` after the password: :meth:`usable_account`, then the
+        code (current step +-1, never a step already used); a failure is audited as
+        ``action`` and counts toward the address throttle and the account's lockout. On
+        success the failure count is cleared and the step recorded. Accounts that do not
+        require TOTP pass without a code. Nothing is audited on success: the caller
+        records the login with what it knows (the key, the device).
+        """
+        user = await self.usable_account(username, address, action=action, **details)
+        if not user.totp_required:
+            return user
+        now = self.clock()
+        actor = username[:64]
+        if user.totp_secret is None:
+            reason = "no TOTP secret enrolled"
+        else:
+            matched = matching_totp_step(user.totp_secret, otp, now)
+            reason = "wrong one-time code" if matched is None else ""
+            if matched is not None:
+                # Check and record the step in one go: two connections racing with the
+                # same code must not both get in.
+                async with self._failure_lock:
+                    current = await self.store.get_user_by_id(user.id)
+                    if current is not None and matched > current.totp_last_step:
+                        await self.store.update_user(
+                            user.id, failed_attempts=0, locked_until=None, totp_last_step=matched
+                        )
+                        user.failed_attempts, user.locked_until = 0, None
+                        user.totp_last_step = matched
+                        return user
+                reason = "one-time code reused"
+        await self.record_failure(user, actor, address, reason, action=action, now=now, **details)
+        raise AuthError(_GENERIC_FAILURE)
 
     async def authenticate(self, token: str) -> tuple[User, str]:
         """The user a bearer token belongs to, and the token's hash. AuthError otherwise."""

@@ -55,6 +55,8 @@ from .state import RelayState
 
 log = logging.getLogger("helpline.sessions")
 
+#: Longest reason or parameter (a command...) a session request may carry.
+MAX_PARAM_LENGTH = 1024
 #: Kinds this relay brokers today.
 SUPPORTED_KINDS = frozenset({SessionKind.SHELL, SessionKind.FILES})
 #: End reasons, as audited, by ChannelClose code from the agent's side.
@@ -270,6 +272,14 @@ class Broker:
             reason=reason,
             via=tech.via,
         )
+        if any(len(value) > MAX_PARAM_LENGTH for value in (reason, *params.values())):
+            await tech.refused(
+                None,
+                SessionState.FAILED,
+                ErrorCode.INVALID_MESSAGE,
+                f"command and reason are limited to {MAX_PARAM_LENGTH} characters",
+            )
+            return None
         agent_params = {
             **{k: v for k, v in params.items() if k in ("term", "cols", "rows", "command", "pty")},
             "session": session_id,
@@ -359,6 +369,7 @@ class Broker:
             kind=session.kind,
         )
         await session.tech.opened(session)
+        await self._drain_to_agent(session)  # input the technician sent while waiting
 
     def _observer_for(self, session: Session) -> SessionObserver:
         config = self.relay.config

@@ -55,7 +55,7 @@ enrolment_token_uses = 1
 certificate_days = 825
 
 [ssh]
-# The SSH gateway: `ssh -p PORT USER:DEVICE@relay`.
+# The SSH gateway: `ssh -p PORT USER:DEVICE@relay`. Empty turns the gateway off.
 listen = "{ssh_listen}"
 
 [recording]

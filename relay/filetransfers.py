@@ -187,7 +187,8 @@ class FileTransferAudit(SessionObserver):
             elif request.op in _CHANGES:
                 details: dict[str, Any] = {"outcome": "done" if message.ok else "failed"}
                 if request.op == FileOp.RENAME:
-                    details["target"] = request.target
+                    # not "target": that is the audit entry's own field (the device)
+                    details["new_path"] = request.target
                 if not message.ok:
                     details["error"] = message.message
                 await self._record(_CHANGES[FileOp(request.op)], request.path, **details)
