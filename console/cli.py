@@ -384,9 +384,7 @@ async def cmd_audit_verify(args: argparse.Namespace) -> int:
 async def cmd_shell(args: argparse.Namespace) -> int:
     from .terminal import run_shell, terminal_size
 
-    command = list(args.command or [])
-    if command and command[0] == "--":
-        command = command[1:]
+    command = list(args.command)
     interactive = not command and sys.stdin.isatty()
     use_pty = (not command) or (sys.stdin.isatty() and sys.stdout.isatty())
     cols, rows = terminal_size()
@@ -798,11 +796,13 @@ def build_parser() -> argparse.ArgumentParser:
     move.add_argument("group")
 
     shell = commands.add_parser(
-        "shell", help="a shell on a device (raw terminal), or run a command"
+        "shell",
+        help="a shell on a device (raw terminal), or run a command",
+        usage="helpline shell DEVICE [--reason TEXT] [-- CMD ARGS...]",
     )
     shell.add_argument("device")
     shell.add_argument("--reason", help="why: shown to the customer and audited")
-    shell.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS... to run a command")
+    shell.set_defaults(command=[])  # "-- CMD ARGS..." after the options: see main()
     shell.set_defaults(run=cmd_shell)
 
     files = commands.add_parser("files", help="list, push and pull files on a device")
@@ -892,8 +892,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``helpline shell DEVICE [options] -- CMD ARGS``: what follows the first ``--`` is the
+    remote command, whatever it looks like (argparse cannot take it after options)."""
+    if argv and argv[0] == "shell" and "--" in argv:
+        split = argv.index("--")
+        return argv[:split], argv[split + 1 :]
+    return argv, []
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    own, command = split_command(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(own)
+    if command:
+        args.command = command
     try:
         status: int = asyncio.run(args.run(args))
         return status

@@ -203,7 +203,11 @@ class FilesClient:
         partial = partial_path(target)
         async with self._lock:
             self._check_usable()
-            fd, hasher, have = await _settled(_open_partial, partial, abandon=_close_first)
+            try:
+                fd, hasher, have = await _settled(_open_partial, partial, abandon=_close_first)
+            except (FileNotFoundError, NotADirectoryError) as error:
+                # name the directory the technician gave, not our hidden partial file
+                raise type(error)(error.errno, error.strerror, str(target.parent)) from None
             try:
                 return await self._pull_into(remote, target, partial, fd, hasher, have, progress)
             finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import selectors
 import shutil
 import signal
 import sys
@@ -22,6 +23,8 @@ from .sessions import SessionChannel
 
 #: Exit status when the session ended without a command exit status (like ssh's 255).
 NO_EXIT_STATUS = 255
+#: Signals that end ``helpline shell`` the orderly way (terminal restored, session ended).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
@@ -32,7 +35,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
         tty.setraw(fd, termios.TCSANOW)
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error):  # a hung-up terminal has no mode left
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def terminal_size() -> tuple[int, int]:
@@ -43,6 +47,18 @@ def terminal_size() -> tuple[int, int]:
 async def _copy_input(channel: SessionChannel, fd: int) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
+    if not _pollable(fd):
+        # A regular file or /dev/null: the event loop cannot watch it, and reading it
+        # never waits for long, so a thread reads it.
+        while True:
+            try:
+                data = await asyncio.to_thread(os.read, fd, 65536)
+            except OSError:  # e.g. stdin closed (<&-): no input at all
+                data = b""
+            if not data:
+                await channel.send_eof()
+                return
+            await channel.write(data)
 
     def readable() -> None:
         try:
@@ -65,6 +81,16 @@ async def _copy_input(channel: SessionChannel, fd: int) -> None:
             await channel.write(data)
     finally:
         loop.remove_reader(fd)
+
+
+def _pollable(fd: int) -> bool:
+    """Whether epoll/select can watch ``fd`` (not so for regular files and /dev/null)."""
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 async def _copy_output(channel: SessionChannel, fd: int) -> None:
@@ -101,15 +127,37 @@ async def run_shell(channel: SessionChannel, *, interactive: bool) -> int:
 
         loop.add_signal_handler(signal.SIGWINCH, on_resize)
         resize_installed = True
+    # Terminated (kill, the window closing): leave through the same door as the end of the
+    # session, so the terminal is restored and the session is ended, not dropped.
+    stopped_by: list[int] = []
+
+    def on_stop(signum: int) -> None:
+        if not stopped_by:
+            stopped_by.append(signum)
+            output.cancel()
+
+    # (not those the caller chose to ignore, as ``nohup`` does SIGHUP)
+    stop_signals = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    for signum in stop_signals:
+        loop.add_signal_handler(signum, on_stop, signum)
     try:
         with raw_terminal(stdin) if interactive and os.isatty(stdin) else contextlib.nullcontext():
-            await output
+            try:
+                await output
+            except asyncio.CancelledError:
+                if not stopped_by or not output.cancelled():
+                    raise
     finally:
+        for signum in stop_signals:
+            loop.remove_signal_handler(signum)
         input_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await input_task
         if resize_installed:
             loop.remove_signal_handler(signal.SIGWINCH)
+    if stopped_by:
+        await channel.close()
+        return 128 + stopped_by[0]
     closed = await channel.wait_closed()
     if channel.exit_status is not None:
         code, signal_name = channel.exit_status

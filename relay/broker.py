@@ -539,8 +539,8 @@ class Broker:
     # -- moving bytes --------------------------------------------------------------------------
 
     async def _drain_to_tech(self, session: Session) -> None:
-        if not session.tech_ready and session.ending is None:
-            return
+        if not session.tech_ready:
+            return  # tech_accepted drains it all, in order; a refusal goes through tech_closed
         agent_conn = session.agent.conn
 
         async def deliver(kind: str, value: Any) -> None:
@@ -561,8 +561,13 @@ class Broker:
                 reason = session.ending[0] if session.ending else "device"
                 await self._finish(session, SessionState.ENDED, reason, message)
 
-        credit = session.tech.credit if session.tech_ready else (lambda: 0)
-        await session.to_tech.drain(credit, deliver)
+        try:
+            await session.to_tech.drain(session.tech.credit, deliver)
+        except UsageError as error:
+            # The technician's side is out of step: end the session there, never let it
+            # take the agent's connection (and its other sessions) down with it.
+            log.warning("session %s: technician leg failed: %s", session.id, error)
+            await self.tech_closed(session, lost=True)
 
     async def _drain_to_agent(self, session: Session) -> None:
         if session.state is not SessionState.ACTIVE:
