@@ -29,12 +29,20 @@ log = logging.getLogger("helpline.agents")
 routes = web.RouteTableDef()
 
 
-def peer_certificate(request: web.Request) -> x509.Certificate | None:
+def peer_identity(request: web.Request) -> tuple[str, str]:
+    """The device id and certificate fingerprint the client proved in the TLS handshake.
+
+    The parsed certificate is not kept: it would live as long as the connection.
+    """
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    if ssl_object is None:
-        return None
-    der = ssl_object.getpeercert(binary_form=True)
-    return None if der is None else x509.load_der_x509_certificate(der)
+    der = None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
+    if der is None:
+        raise AuthError("agents must present their client certificate")
+    certificate = x509.load_der_x509_certificate(der)
+    try:
+        return device_id_of(certificate), fingerprint(certificate)
+    except ValueError:
+        raise AuthError("certificate does not name a device") from None
 
 
 def protocol_limits(relay: RelayState) -> Limits:
@@ -44,19 +52,13 @@ def protocol_limits(relay: RelayState) -> Limits:
 @routes.get("/agent/v1/connect")
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
-    certificate = peer_certificate(request)
-    if certificate is None:
-        raise AuthError("agents must present their client certificate")
-    try:
-        device_id = device_id_of(certificate)
-    except ValueError:
-        raise AuthError("certificate does not name a device") from None
+    device_id, cert_fingerprint = peer_identity(request)
     device = await relay.store.get_device(device_id)
     address = request.remote or "unknown"
     if (
         device is None
         or device.revoked_at is not None
-        or device.cert_fingerprint != fingerprint(certificate)
+        or device.cert_fingerprint != cert_fingerprint
     ):
         await relay.audit.record(
             f"device:{device_id}",

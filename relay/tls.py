@@ -60,6 +60,9 @@ class AlertingSSLProtocol(sslproto.SSLProtocol):
             with contextlib.suppress(OSError, RuntimeError):
                 self._process_outgoing()  # type: ignore[attr-defined]  # asyncio 3.11+ internal
         super()._on_handshake_complete(handshake_exc)
+        # asyncio keeps the peer certificate parsed into a dict for the connection's life;
+        # the relay reads the DER form from the ssl object instead: ~2 KiB per agent.
+        self._extra.pop("peercert", None)
 
 
 class SharedBufferSSLProtocol(AlertingSSLProtocol):
@@ -90,7 +93,10 @@ def server_context(
     if crl_file is not None:
         context.load_verify_locations(cafile=crl_file)
         context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    context.options |= ssl.OP_NO_TICKET  # no resumption: every handshake sees the current CRL
+    # No resumption (every handshake sees the current CRL): with TLS 1.3, OP_NO_TICKET alone
+    # still issues stateful tickets; num_tickets = 0 issues none and caches no sessions.
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     return context
 
 
