@@ -440,12 +440,16 @@ async def cmd_sessions_kill(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _resolve_session(client: HelplineClient, prefix: str) -> str:
-    """A full session id from a unique prefix (the tables show 12 characters)."""
-    matches = [s["id"] for s in await client.sessions(limit=1000) if s["id"].startswith(prefix)]
+def _unique(prefix: str, records: list[dict[str, Any]], what: str) -> str:
+    """A full id from a unique prefix (the tables show 12 characters)."""
+    matches = [r["id"] for r in records if r["id"].startswith(prefix)]
     if len(matches) != 1:
-        raise CliError(f"{'no' if not matches else 'more than one'} session matches {prefix!r}")
+        raise CliError(f"{'no' if not matches else 'more than one'} {what} matches {prefix!r}")
     return str(matches[0])
+
+
+async def _resolve_session(client: HelplineClient, prefix: str) -> str:
+    return _unique(prefix, await client.sessions(limit=1000), "session")
 
 
 async def cmd_recordings_list(args: argparse.Namespace) -> int:
@@ -492,10 +496,7 @@ async def cmd_recordings_export(args: argparse.Namespace) -> int:
 
 
 async def _resolve_recording(client: HelplineClient, prefix: str) -> str:
-    matches = [r["id"] for r in await client.recordings() if r["id"].startswith(prefix)]
-    if len(matches) != 1:
-        raise CliError(f"{'no' if not matches else 'more than one'} recording matches {prefix!r}")
-    return str(matches[0])
+    return _unique(prefix, await client.recordings(), "recording")
 
 
 async def cmd_keys(args: argparse.Namespace) -> int:
