@@ -49,7 +49,7 @@ from .api.devices import find_device
 from .filetransfers import FileTransferAudit
 from .links import AgentLink
 from .models import Device, SessionRecord, User, UserRole
-from .observers import SessionObserver, ShellRecording
+from .observers import GuardedObserver, SessionObserver, ShellRecording
 from .recorder import AsciicastRecorder, file_sha256
 from .state import RelayState
 
@@ -354,7 +354,7 @@ class Broker:
     async def _start(self, session: Session) -> None:
         session.state = SessionState.ACTIVE
         session.started_at = time.time()
-        session.observer = self._observer_for(session)
+        session.observer = GuardedObserver(self._observer_for(session))
         await self.relay.store.update_session(
             session.id,
             state=SessionState.ACTIVE,
@@ -555,6 +555,7 @@ class Broker:
                 await session.tech.eof()
             elif kind == "message":
                 await session.tech.message(value)
+                await session.observer.delivered(value)
             elif kind == "close":
                 code, message = value
                 await _quietly(session.tech.close(code, message))

@@ -201,7 +201,17 @@ class FileTransferAudit(SessionObserver):
             ):
                 current.sha256 = message.sha256
                 current.size = message.size
-                await self._finish(current, "completed")
+                # Completed only once the technician has it all: see delivered().
+
+    async def delivered(self, message: Message) -> None:
+        current = self._current
+        if (
+            isinstance(message, FileDone)
+            and current is not None
+            and current.id == message.id
+            and current.direction == "from device"
+        ):
+            await self._finish(current, "completed")
 
     async def close(self) -> dict[str, Any]:
         if self._current is not None:

@@ -21,7 +21,7 @@ import aiohttp
 from certs.contexts import pinned_client_context
 from console.client import HelplineClient
 from protocol import Connection, Limits, Role
-from protocol.frames import HEADER_SIZE, FrameKind, FrameParser
+from protocol.frames import FrameKind, FrameParser, websocket_message_limit
 from protocol.messages import Goodbye, Message, decode_message
 
 from .conftest import RelayProcess, run_helpline, totp_now
@@ -231,7 +231,7 @@ async def raw_agent_link(relay: RelayProcess, agent_dir: Path) -> AsyncIterator[
             ssl=context,
             heartbeat=None,
             autoping=True,
-            max_msg_size=Limits().max_frame_size + HEADER_SIZE,
+            max_msg_size=websocket_message_limit(Limits().max_frame_size),
             compress=0,
         ) as ws,
     ):
@@ -249,7 +249,7 @@ async def raw_console_link(relay: RelayProcess, token: str) -> AsyncIterator[Raw
             headers={"Authorization": f"Bearer {token}"},
             heartbeat=None,
             autoping=True,
-            max_msg_size=Limits().max_frame_size + HEADER_SIZE,
+            max_msg_size=websocket_message_limit(Limits().max_frame_size),
             compress=0,
         ) as ws,
     ):
