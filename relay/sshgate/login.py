@@ -92,6 +92,16 @@ def check_asyncssh() -> None:
         )
 
 
+
+def split_login(username: str) -> tuple[str, str]:
+    """``USER:DEVICE``, or ``USER+DEVICE``: scp and sftp read a ``:`` after the user as the
+    start of a path, and neither character is allowed in user or device names."""
+    for separator in (":", "+"):
+        user, found, device = username.partition(separator)
+        if found:
+            return user, device
+    return "", ""
+
 class Stage(enum.Enum):
     KEY = "waiting for a key"
     CODE = "key proven, waiting for the one-time code"
@@ -154,11 +164,12 @@ class GatewayLogin(asyncssh.SSHServer):
         if self.login and self.stage is not Stage.DONE and not self.settled:
             await self._audit_failed_login()  # the user name changed: that one failed
         self._start_over(username)
-        user, sep, device = username.partition(":")
-        if not (sep and user and device):
+        user, device = split_login(username)
+        if not (user and device):
             self.reason = "user name is not USER:DEVICE"
             self._banner(
-                "helpline: log in as USER:DEVICE, for example: ssh -p PORT alice:desk-1@RELAY"
+                "helpline: log in as USER:DEVICE (or USER+DEVICE for scp and sftp), for example:"
+                " ssh -p PORT alice:desk-1@RELAY"
             )
             return True
         self.username, self.device_key = user[:64], device[:255]

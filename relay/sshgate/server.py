@@ -11,6 +11,9 @@ import asyncssh
 
 from ..state import VERSION, RelayState
 from .login import GatewayLogin, check_asyncssh
+from .router import SessionRouter
+from .session import SshSession
+from .spool import purge
 
 log = logging.getLogger("helpline.sshgate")
 
@@ -23,6 +26,17 @@ KEEPALIVE_INTERVAL = 30.0
 KEEPALIVE_COUNT_MAX = 3
 #: Seconds given to connections and the gateway's own tasks to finish at shutdown.
 STOP_TIMEOUT = 5.0
+
+
+class GatewayConnection(GatewayLogin):
+    """A connection's login (see :mod:`.login`), whose session channels may also be
+    ``sftp`` or ``scp`` (see :mod:`.sftp`)."""
+
+    def session_requested(self) -> SessionRouter | bool:  # type: ignore[override]
+        shell = super().session_requested()
+        if not isinstance(shell, SshSession):
+            return shell  # refused
+        return SessionRouter(self.gateway, shell)
 
 
 class SshGateway:
@@ -52,10 +66,13 @@ class SshGateway:
                 f"cannot read the SSH gateway's host key {path}: {exc}"
                 ' (or turn the gateway off: [ssh] listen = "" in relay.toml)'
             ) from None
+        await asyncio.to_thread(purge, self.relay.config.data_dir)  # a dead run's spool files
+        # SFTP and SCP are served per channel by SessionRouter, with its own sftp_factory
+        # and allow_scp: given here, asyncssh would bypass session_requested (the shell leg).
         self.acceptor = await asyncssh.listen(
             host,
             port,
-            server_factory=lambda: GatewayLogin(self),
+            server_factory=lambda: GatewayConnection(self),
             server_host_keys=[host_key],
             server_version=f"Helpline_{VERSION}",
             encoding=None,  # bytes both ways: a terminal is not always UTF-8
