@@ -16,10 +16,11 @@ from .api import admin, audit, devices, enrol, session, sessions
 from .api.common import auth_middleware, errors_middleware
 from .audit import AuditLog
 from .auth import Authenticator
-from .broker import Broker, seal_interrupted_sessions
+from .broker import Broker
 from .config import RelayConfig
 from .pki import RelayPKI
 from .presence import Presence
+from .recovery import seal_interrupted_sessions
 from .sshgate import SshGateway, start_gateway
 from .state import RELAY, RelayState
 from .store import open_store

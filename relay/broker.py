@@ -18,8 +18,6 @@ import itertools
 import logging
 import time
 import uuid
-from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,10 +45,11 @@ from protocol.sessions import (
 
 from .api.devices import find_device
 from .filetransfers import FileTransferAudit
+from .legs import Outbox, TechnicianLeg
 from .links import AgentLink
 from .models import Device, SessionRecord, User, UserRole
 from .observers import GuardedObserver, SessionObserver, ShellRecording
-from .recorder import AsciicastRecorder, file_sha256
+from .recorder import AsciicastRecorder
 from .state import RelayState
 
 log = logging.getLogger("helpline.sessions")
@@ -64,87 +63,6 @@ _AGENT_END_REASONS = {
     EndCode.CUSTOMER: "customer",
     EndCode.NORMAL: "exited",
 }
-
-
-class TechnicianLeg(ABC):
-    """The technician's side of one session."""
-
-    via = "console"
-
-    @abstractmethod
-    def credit(self) -> int:
-        """Bytes that may be sent to the technician right now."""
-
-    @abstractmethod
-    async def waiting(self, session: Session) -> None:
-        """The agent is asking the customer."""
-
-    @abstractmethod
-    async def refused(self, session: Session | None, state: str, code: int, message: str) -> None:
-        """The request ended before any channel opened (denied, failed, not permitted)."""
-
-    @abstractmethod
-    async def opened(self, session: Session) -> None:
-        """Consent granted: open the channel toward the technician."""
-
-    @abstractmethod
-    async def send(self, data: bytes) -> None: ...
-
-    @abstractmethod
-    async def consumed(self, size: int) -> None:
-        """``size`` bytes from the technician were passed on: grant them back."""
-
-    @abstractmethod
-    async def exit_status(self, code: int, signal: str) -> None: ...
-
-    @abstractmethod
-    async def eof(self) -> None: ...
-
-    @abstractmethod
-    async def close(self, code: int, message: str) -> None:
-        """The session is over for a reason other than this leg closing it."""
-
-    async def message(self, message: Message) -> None:
-        """An application message from the device (file replies...). Legs that carry
-        only terminals ignore them."""
-        log.debug("%s leg ignores %s", self.via, message.TYPE)
-
-
-Item = tuple[str, Any]
-
-
-class Outbox:
-    """What waits to go one way: ("data", bytes) | ("exit", (code, signal)) | ("eof", None)
-    | ("resize", (cols, rows)) | ("close", (code, message)), in order."""
-
-    def __init__(self) -> None:
-        self.items: deque[Item] = deque()
-        self.size = 0
-
-    def put(self, kind: str, value: Any) -> None:
-        self.items.append((kind, value))
-        if kind == "data":
-            self.size += len(value)
-
-    async def drain(
-        self, credit: Callable[[], int], deliver: Callable[[str, Any], Awaitable[None]]
-    ) -> None:
-        """Deliver items in order; data only as far as ``credit()`` allows."""
-        while self.items:
-            kind, value = self.items[0]
-            if kind == "data":
-                room = credit()
-                if room <= 0:
-                    return
-                if len(value) > room:
-                    self.items[0] = (kind, value[room:])
-                    value = value[:room]
-                else:
-                    self.items.popleft()
-                self.size -= len(value)
-            else:
-                self.items.popleft()
-            await deliver(kind, value)
 
 
 @dataclass(eq=False)
@@ -605,44 +523,6 @@ class Broker:
         return list(self.sessions.values())
 
 
-async def seal_interrupted_sessions(relay: RelayState) -> int:
-    """After a crash: end sessions the store still shows open, sealing what was recorded."""
-    count = 0
-    for record in await relay.store.list_sessions(limit=10_000, unfinished=True):
-        sha256 = None
-        if record.recording is None:
-            path = relay.config.data_dir / "recordings" / f"{record.id}.cast"
-            recording = str(path.relative_to(relay.config.data_dir)) if path.exists() else None
-        else:
-            recording = record.recording
-            path = relay.config.data_dir / recording
-        if recording is not None and path.exists():
-            sha256 = file_sha256(path)
-        else:
-            recording = None
-        now = time.time()
-        await relay.store.update_session(
-            record.id,
-            state=SessionState.ENDED,
-            end_reason="relay restarted",
-            ended_at=now,
-            recording=recording,
-            recording_sha256=sha256,
-        )
-        details: dict[str, Any] = {
-            "session": record.id,
-            "reason": "relay restarted",
-            "state": SessionState.ENDED.value,
-            "technician": record.username,
-        }
-        if recording is not None:
-            details["recording"] = recording
-            details["recording_sha256"] = sha256
-        await relay.audit.record(record.username, "session.end", record.device_name, **details)
-        count += 1
-    return count
-
-
 def _int(value: str | None, default: int) -> int:
     try:
         return max(1, min(1000, int(value))) if value is not None else default
@@ -658,4 +538,4 @@ async def _quietly(awaitable: Awaitable[None]) -> None:
         log.debug("ignored while ending a session: %s", exc)
 
 
-__all__ = ["Broker", "Outbox", "Session", "TechnicianLeg"]
+__all__ = ["Broker", "Session"]

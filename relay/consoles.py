@@ -33,7 +33,8 @@ from protocol.sessions import ChannelEof, ExitStatus, SessionRequest, SessionSta
 from .agents import protocol_limits
 from .api.common import user_of
 from .api.devices import visible_groups
-from .broker import Session, TechnicianLeg
+from .broker import Session
+from .legs import TechnicianLeg
 from .links import ConsoleLink, run_link
 from .models import UserRole
 from .state import RELAY, VERSION

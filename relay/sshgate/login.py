@@ -92,7 +92,6 @@ def check_asyncssh() -> None:
         )
 
 
-
 def split_login(username: str) -> tuple[str, str]:
     """``USER:DEVICE``, or ``USER+DEVICE``: scp and sftp read a ``:`` after the user as the
     start of a path, and neither character is allowed in user or device names."""
@@ -101,6 +100,7 @@ def split_login(username: str) -> tuple[str, str]:
         if found:
             return user, device
     return "", ""
+
 
 class Stage(enum.Enum):
     KEY = "waiting for a key"

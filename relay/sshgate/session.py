@@ -36,7 +36,8 @@ import asyncssh
 
 from protocol.errors import ErrorCode
 
-from ..broker import Session, TechnicianLeg
+from ..broker import Session
+from ..legs import TechnicianLeg
 from ..models import User
 
 if TYPE_CHECKING:

@@ -48,7 +48,8 @@ from protocol import Message
 from protocol.errors import ErrorCode
 from protocol.files import FileDone, FileOp, FileReply, FileRequest
 
-from ..broker import Session, TechnicianLeg
+from ..broker import Session
+from ..legs import TechnicianLeg
 from ..models import User
 from .session import clean_line
 from .spool import SpoolFile, SpoolFull, check_room, spool_dir
