@@ -28,8 +28,9 @@ from protocol.errors import AuthError, HelplineError, NotFound
 
 from .client import HelplineClient
 from .credentials import Credentials, forget_credentials, load_credentials, save_credentials
-from .files import Entry, FilesClient, ProgressBar, Result
+from .files import Entry, FilesClient, Result
 from .output import as_json, printable, table, when
+from .progress import ProgressBar
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 

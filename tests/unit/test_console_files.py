@@ -34,16 +34,13 @@ from console.client import ConsoleSession
 from console.files import (
     Entry,
     FilesClient,
-    ProgressBar,
     Result,
     SessionEnded,
     TransferError,
     TransferInterrupted,
-    format_eta,
-    format_progress,
-    format_size,
     partial_path,
 )
+from console.progress import ProgressBar, format_eta, format_progress, format_size
 from protocol import Connection, Limits, Role
 from protocol.errors import Conflict, ErrorCode, NotFound, NotPermitted
 from protocol.events import (
