@@ -12,40 +12,35 @@ import asyncio
 import contextlib
 import getpass
 import os
-import posixpath
 import shlex
-import stat
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from certs.bootstrap import fetch_ca, fetch_pinned_ca
 from certs.fingerprints import fingerprint
 from protocol.auditchain import verify_chain
-from protocol.errors import AuthError, HelplineError, NotFound
+from protocol.errors import AuthError, HelplineError
 
+from .cli_admin import cmd_admin, print_devices
+from .cli_files import (
+    cmd_files_ls,
+    cmd_files_mkdir,
+    cmd_files_mv,
+    cmd_files_pull,
+    cmd_files_push,
+    cmd_files_rm,
+)
+from .clicommon import CliError, logged_in_client
 from .client import HelplineClient
 from .credentials import Credentials, forget_credentials, load_credentials, save_credentials
-from .files import Entry, FilesClient, Result
 from .output import as_json, printable, table, when
-from .progress import ProgressBar
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 
 
-class CliError(Exception):
-    """A problem to report in one line, with exit status 1."""
-
-
-def _client() -> HelplineClient:
-    credentials = load_credentials()
-    if credentials is None:
-        raise CliError("not logged in; run 'helpline login URL --user NAME'")
-    if credentials.expired:
-        raise CliError("your login has expired; run 'helpline login' again")
-    return HelplineClient(credentials.url, credentials.ca_pem, credentials.token)
+_client = logged_in_client
 
 
 # -- login / logout ----------------------------------------------------------------------
@@ -110,221 +105,14 @@ async def cmd_logout(args: argparse.Namespace) -> int:
 # -- devices ---------------------------------------------------------------------------------
 
 
-def _device_state(device: dict[str, Any]) -> str:
-    if device.get("revoked_at"):
-        return "revoked"
-    return "online" if device["online"] else "offline"
-
-
-def _print_devices(devices: list[dict[str, Any]]) -> None:
-    rows = [
-        (
-            d["name"],
-            d["group"],
-            _device_state(d),
-            when(d.get("last_seen")),
-            d.get("inventory", {}).get("os", ""),
-            d.get("inventory", {}).get("agent_version", ""),
-            d["id"],
-        )
-        for d in devices
-    ]
-    table(("name", "group", "state", "last seen", "os", "agent", "id"), rows)
-
-
 async def cmd_devices(args: argparse.Namespace) -> int:
     async with _client() as client:
         devices = await client.devices()
     if args.json:
         as_json(devices)
     else:
-        _print_devices(devices)
+        print_devices(devices)
     return 0
-
-
-# -- admin -----------------------------------------------------------------------------------
-
-
-async def cmd_admin(args: argparse.Namespace) -> int:
-    async with _client() as client:
-        result = await ADMIN_ACTIONS[(args.area, args.action)](client, args)
-    if args.json:
-        as_json(result)
-    elif isinstance(result, str):
-        print(result)
-    return 0
-
-
-async def _users_list(client: HelplineClient, args: argparse.Namespace) -> Any:
-    users = await client.users()
-    if not args.json:
-        table(
-            ("username", "full name", "role", "totp", "locked until", "disabled"),
-            [
-                (
-                    u["username"],
-                    u["full_name"],
-                    u["role"],
-                    "yes" if u["totp_required"] else "no",
-                    when(u["locked_until"]) if u["locked_until"] else "-",
-                    "yes" if u["disabled"] else "no",
-                )
-                for u in users
-            ],
-        )
-    return users
-
-
-async def _users_create(client: HelplineClient, args: argparse.Namespace) -> Any:
-    fields: dict[str, Any] = {"full_name": args.full_name, "role": args.role}
-    if args.password_stdin:
-        fields["password"] = sys.stdin.readline().rstrip("\n")
-    if args.no_totp:
-        fields["totp_required"] = False
-    body = await client.create_user(args.username, **fields)
-    if args.json:
-        return body
-    lines = [f"created {args.username} ({args.role})"]
-    if "password" in body:
-        lines.append(f"  password:    {body['password']}")
-    lines.append(f"  TOTP secret: {body['totp_secret']}")
-    lines.append(f"  TOTP URI:    {body['totp_uri']}")
-    return "\n".join(lines)
-
-
-async def _users_delete(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.delete_user(args.username)
-    return f"deleted {args.username}"
-
-
-async def _users_unlock(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.unlock_user(args.username)
-    return f"unlocked {args.username}"
-
-
-async def _users_disable(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.update_user(args.username, disabled=True)
-    return f"disabled {args.username}"
-
-
-async def _users_enable(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.update_user(args.username, disabled=False)
-    return f"enabled {args.username}"
-
-
-async def _users_reset_totp(client: HelplineClient, args: argparse.Namespace) -> Any:
-    body = await client.reset_totp(args.username)
-    return body if args.json else f"new TOTP secret for {args.username}: {body['totp_secret']}"
-
-
-async def _groups_list(client: HelplineClient, args: argparse.Namespace) -> Any:
-    groups = await client.groups()
-    if not args.json:
-        table(("name", "created"), [(g["name"], when(g["created_at"])) for g in groups])
-    return groups
-
-
-async def _groups_create(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.create_group(args.name)
-    return f"created group {args.name}"
-
-
-async def _groups_delete(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.delete_group(args.name)
-    return f"deleted group {args.name}"
-
-
-async def _grants_list(client: HelplineClient, args: argparse.Namespace) -> Any:
-    grants = await client.grants()
-    if not args.json:
-        table(("username", "group"), [(g["username"], g["group"]) for g in grants])
-    return grants
-
-
-async def _grants_add(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.add_grant(args.username, args.group)
-    return f"{args.username} may now open sessions on devices of {args.group}"
-
-
-async def _grants_remove(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.remove_grant(args.username, args.group)
-    return f"removed {args.username}'s grant on {args.group}"
-
-
-async def _tokens_list(client: HelplineClient, args: argparse.Namespace) -> Any:
-    tokens = await client.enrolment_tokens()
-    if not args.json:
-        table(
-            ("id", "group", "uses", "expires", "revoked", "created by"),
-            [
-                (
-                    t["id"],
-                    t["group"],
-                    f"{t['uses']}/{t['max_uses']}",
-                    when(t["expires_at"]),
-                    "yes" if t["revoked"] else "no",
-                    t["created_by"],
-                )
-                for t in tokens
-            ],
-        )
-    return tokens
-
-
-async def _tokens_create(client: HelplineClient, args: argparse.Namespace) -> Any:
-    body = await client.create_enrolment_token(
-        args.group, expires_in=args.expires, max_uses=args.uses
-    )
-    if args.json:
-        return body
-    return f"token: {body['token']}\nenrol a machine with:\n  {body['command']}"
-
-
-async def _tokens_revoke(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.revoke_enrolment_token(args.id)
-    return f"revoked enrolment token {args.id}"
-
-
-async def _devices_list(client: HelplineClient, args: argparse.Namespace) -> Any:
-    devices = await client.devices()
-    if not args.json:
-        _print_devices(devices)
-    return devices
-
-
-async def _devices_revoke(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.revoke_device(args.device)
-    return f"revoked {args.device}: its certificate is refused from now on"
-
-
-async def _devices_move(client: HelplineClient, args: argparse.Namespace) -> Any:
-    await client.update_device(args.device, group=args.group)
-    return f"moved {args.device} to {args.group}"
-
-
-ADMIN_ACTIONS: dict[
-    tuple[str, str], Callable[[HelplineClient, argparse.Namespace], Awaitable[Any]]
-] = {
-    ("users", "list"): _users_list,
-    ("users", "create"): _users_create,
-    ("users", "delete"): _users_delete,
-    ("users", "unlock"): _users_unlock,
-    ("users", "disable"): _users_disable,
-    ("users", "enable"): _users_enable,
-    ("users", "reset-totp"): _users_reset_totp,
-    ("groups", "list"): _groups_list,
-    ("groups", "create"): _groups_create,
-    ("groups", "delete"): _groups_delete,
-    ("grants", "list"): _grants_list,
-    ("grants", "add"): _grants_add,
-    ("grants", "remove"): _grants_remove,
-    ("tokens", "list"): _tokens_list,
-    ("tokens", "create"): _tokens_create,
-    ("tokens", "revoke"): _tokens_revoke,
-    ("devices", "list"): _devices_list,
-    ("devices", "revoke"): _devices_revoke,
-    ("devices", "move"): _devices_move,
-}
 
 
 # -- audit -----------------------------------------------------------------------------------
@@ -522,200 +310,6 @@ async def cmd_keys(args: argparse.Namespace) -> int:
                     ("id", "name", "fingerprint", "added"),
                     [(k["id"], k["name"], k["fingerprint"], when(k["created_at"])) for k in keys],
                 )
-    return 0
-
-
-# -- files -----------------------------------------------------------------------------------
-
-
-def _waiting_for_consent(state: str, message: str) -> None:
-    print(f"helpline: {message or 'waiting for the customer to accept'}...", file=sys.stderr)
-
-
-@contextlib.asynccontextmanager
-async def _open_files(args: argparse.Namespace) -> AsyncIterator[FilesClient]:
-    """A ``files`` session on ``args.device``, ended on the way out."""
-    async with _client() as client, client.connect() as console:
-        channel = await console.open_session(
-            args.device, "files", reason=args.reason or "", on_status=_waiting_for_consent
-        )
-        files = FilesClient(channel)
-        try:
-            yield files
-        finally:
-            await files.close()
-
-
-@contextlib.contextmanager
-def _local_errors() -> Iterator[None]:
-    """A local file problem in one line (main() would call any OSError a network one)."""
-    try:
-        yield
-    except OSError as error:
-        where = f"{error.filename}: " if error.filename else ""
-        raise CliError(f"{where}{error.strerror or error}") from error
-
-
-class _TransferOutput:
-    """A progress bar on a terminal (stderr); summary lines on stdout either way."""
-
-    def __init__(self, name: str) -> None:
-        self.bar = ProgressBar(name) if sys.stderr.isatty() else None
-        self.progress: Callable[[int, int], None] | None = self.bar
-
-    def warn(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.clear()
-        print(f"helpline: warning: {printable(message)}", file=sys.stderr)
-
-    def line(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.clear()
-        print(text, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.finish()
-
-
-def _file_line(result: Result) -> str:
-    """``PATH  SIZE bytes  sha256 HEX  [resumed from N]``: one transferred file."""
-    text = f"{printable(result.path)}  {result.size} bytes  sha256 {result.sha256}"
-    if result.resumed_from:
-        text += f"  resumed from {result.resumed_from}"
-    return text
-
-
-def _summary(verb: str, source: str, result: Result) -> str:
-    return f"{verb} {printable(source)} -> {_file_line(result)}"
-
-
-def _tree_total(results: list[Result]) -> str:
-    count = len(results)
-    return f"{count} file{'' if count == 1 else 's'}, {sum(r.size for r in results)} bytes"
-
-
-def _last_name(remote: str) -> str:
-    """The last component of a device path, or "" when it has none worth using."""
-    name = posixpath.basename(posixpath.normpath(remote))
-    return "" if name in ("", ".", "..", "/") else name
-
-
-async def cmd_files_ls(args: argparse.Namespace) -> int:
-    async with _open_files(args) as files:
-        entry = await files.stat(args.path)
-        entries = await files.list(args.path) if entry.is_dir else [entry]
-    if args.json:
-        as_json(
-            [
-                {
-                    "name": e.name,
-                    "kind": e.kind,
-                    "size": e.size,
-                    "mode": e.mode & 0o7777,
-                    "mtime_ns": e.mtime_ns,
-                }
-                for e in entries
-            ]
-        )
-        return 0
-    table(
-        ("mode", "size", "modified", "name"),
-        [
-            (
-                _file_mode(e),
-                e.size,
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(e.mtime_ns / 1e9)),
-                e.name + {"dir": "/", "link": "@"}.get(e.kind, ""),
-            )
-            for e in entries
-        ],
-    )
-    return 0
-
-
-def _file_mode(entry: Entry) -> str:
-    kinds = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "link": stat.S_IFLNK}
-    text = stat.filemode(kinds.get(entry.kind, 0) | (entry.mode & 0o7777))
-    return text if entry.kind in kinds else "?" + text[1:]
-
-
-async def cmd_files_pull(args: argparse.Namespace) -> int:
-    local = Path(args.local)
-    name = _last_name(args.remote)
-    into_directory: bool = await asyncio.to_thread(local.is_dir)
-    if name and into_directory:
-        local = local / name  # into an existing directory, as cp and scp do
-    output = _TransferOutput(name or args.remote)
-    try:
-        async with _open_files(args) as files:
-            files.on_warning = output.warn
-            with _local_errors():
-                if args.recursive:
-                    results = await files.pull_tree(
-                        args.remote,
-                        local,
-                        output.progress,
-                        on_file=lambda r: output.line(_file_line(r)),
-                    )
-                    output.line(f"pulled {_tree_total(results)} into {local}")
-                else:
-                    result = await files.pull(args.remote, local, output.progress)
-                    output.line(_summary("pulled", args.remote, result))
-    finally:
-        output.close()
-    return 0
-
-
-async def cmd_files_push(args: argparse.Namespace) -> int:
-    local = Path(args.local)
-    is_dir = await asyncio.to_thread(local.is_dir)
-    if is_dir and not args.recursive:
-        raise CliError(f"{local} is a directory (use -r to push a whole tree)")
-    name = (await asyncio.to_thread(local.absolute)).name
-    output = _TransferOutput(name)
-    try:
-        async with _open_files(args) as files:
-            files.on_warning = output.warn
-            remote = args.remote
-            with contextlib.suppress(NotFound):
-                if (await files.stat(remote)).is_dir:
-                    remote = posixpath.join(remote, name)  # into it, as cp and scp do
-            with _local_errors():
-                if args.recursive:
-                    results = await files.push_tree(
-                        local,
-                        remote,
-                        output.progress,
-                        on_file=lambda r: output.line(_file_line(r)),
-                    )
-                    output.line(f"pushed {_tree_total(results)} into {remote}")
-                else:
-                    result = await files.push(local, remote, output.progress)
-                    output.line(_summary("pushed", str(local), result))
-    finally:
-        output.close()
-    return 0
-
-
-async def cmd_files_mkdir(args: argparse.Namespace) -> int:
-    async with _open_files(args) as files:
-        await files.mkdir(args.path, parents=args.parents)
-    print(f"created {printable(args.path)}")
-    return 0
-
-
-async def cmd_files_rm(args: argparse.Namespace) -> int:
-    async with _open_files(args) as files:
-        await files.remove(args.path, recursive=args.recursive)
-    print(f"removed {printable(args.path)}")
-    return 0
-
-
-async def cmd_files_mv(args: argparse.Namespace) -> int:
-    async with _open_files(args) as files:
-        await files.rename(args.source, args.target)
-    print(f"renamed {printable(args.source)} to {printable(args.target)}")
     return 0
 
 

@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from agent.files import FileRoots, FileService
-from console import cli
+from console import cli, cli_files
 from console.client import ConsoleSession
 from console.files import (
     Entry,
@@ -901,7 +901,7 @@ def cli_device(remote: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[N
             finally:
                 await files.close()
 
-    monkeypatch.setattr(cli, "_open_files", fake_open)
+    monkeypatch.setattr(cli_files, "_open_files", fake_open)
     return None  # type: ignore[return-value]
 
 
