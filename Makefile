@@ -40,10 +40,13 @@ run: install
 		fingerprint=$$($(BIN)/helpline-relay info --data $(DATA)/relay | awk '/^CA fingerprint/ {print $$3}'); \
 		$(BIN)/helpline-agent enroll $(URL) --token $$token --ca-fingerprint $$fingerprint \
 			--config $(DATA)/agent --name demo-agent > /dev/null; \
+		sed -i -e 's/^shell = "prompt"/shell = "notify"/' -e 's/^files = "prompt"/files = "notify"/' \
+			$(DATA)/agent/agent.toml; \
 	fi; \
 	$(BIN)/helpline-agent run --config $(DATA)/agent > $(DATA)/agent.log 2>&1 & agent=$$!; \
 	echo; $(BIN)/helpline-relay info --data $(DATA)/relay; echo; \
-	echo "Then:  $(BIN)/helpline devices"; \
+	echo "Then:  $(BIN)/helpline devices    $(BIN)/helpline shell demo-agent"; \
+	echo "       (the demo agent allows shell and files sessions with a notice: see $(DATA)/agent/agent.toml)"; \
 	echo "Logs:  $(DATA)/relay.log  $(DATA)/agent.log      Stop with Ctrl-C."; \
 	wait $$relay
 
