@@ -98,7 +98,9 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
             await relay.store.update_device(device.id, inventory=inventory)
 
     try:
-        await run_link(link, on_event, relay.config.agents.heartbeat_timeout)
+        await run_link(
+            link, on_event, relay.presence.watchdog, relay.config.agents.heartbeat_timeout
+        )
     finally:
         await relay.broker.agent_lost(link)
         await relay.presence.agent_offline(link)

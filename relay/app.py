@@ -132,7 +132,10 @@ async def start_relay(config: RelayConfig, listen: str | None = None) -> Running
         ssh_host, ssh_port = split_host_port(config.ssh.listen)
         ssh = await start_gateway(state, ssh_host, ssh_port)
         ssh_listen = f"{ssh_host}:{ssh.port}"
-    tasks = [asyncio.create_task(_flush_last_seen(state))]
+    tasks = [
+        asyncio.create_task(_flush_last_seen(state)),
+        asyncio.create_task(state.presence.watchdog.run()),
+    ]
     await state.audit.record(
         "relay",
         "relay.start",

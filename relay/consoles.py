@@ -188,7 +188,7 @@ async def console_connect(request: web.Request) -> web.StreamResponse:
             await broker.tech_closed(session)
 
     try:
-        await run_link(link, on_event, CONSOLE_IDLE_TIMEOUT)
+        await run_link(link, on_event, relay.presence.watchdog, CONSOLE_IDLE_TIMEOUT)
     finally:
         relay.presence.consoles.discard(link)
         await broker.technician_lost(lambda leg: isinstance(leg, ConsoleLeg) and leg.link is link)

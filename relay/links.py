@@ -28,6 +28,8 @@ class Link:
     ws: web.WebSocketResponse
     conn: Connection
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: When the peer last sent anything (monotonic clock), for the idle watchdog.
+    last_activity: float = field(default_factory=time.monotonic)
 
     async def flush(self) -> None:
         """Write everything the connection has queued, in order.
@@ -74,22 +76,65 @@ class ConsoleLink(Link):
         return f"console of {self.username!r}"
 
 
+class IdleWatchdog:
+    """Closes links whose peer has been silent too long: one timer for every link.
+
+    A per-message receive timeout would cost each idle agent a timer and its
+    bookkeeping that live for a whole heartbeat interval, long enough to reach
+    the garbage collector's oldest generation; at ten thousand agents that made
+    full collections, and their pauses, frequent.
+    """
+
+    def __init__(self) -> None:
+        self._links: dict[Link, float] = {}
+
+    def watch(self, link: Link, timeout: float) -> None:
+        self._links[link] = timeout
+
+    def forget(self, link: Link) -> None:
+        self._links.pop(link, None)
+
+    async def run(self, period: float = 2.0) -> None:
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            silent = [
+                link for link, limit in self._links.items() if now - link.last_activity > limit
+            ]
+            for link in silent:
+                self.forget(link)
+                log.info("%s: silent for too long, closing", link)
+                try:
+                    await link.close(ErrorCode.GOING_AWAY, "no heartbeat")
+                except (ConnectionError, RuntimeError):
+                    continue
+
+
 async def run_link(
-    link: Link, on_event: Callable[[Event], Awaitable[None]], idle_timeout: float | None
+    link: Link,
+    on_event: Callable[[Event], Awaitable[None]],
+    watchdog: IdleWatchdog,
+    idle_timeout: float,
 ) -> None:
     """Pump one WebSocket through its Connection until either side closes.
 
     ``on_event`` is awaited for every event; a ProtocolError closes the
-    WebSocket with the error's code after the Goodbye is flushed.
+    WebSocket with the error's code after the Goodbye is flushed. A peer silent
+    for ``idle_timeout`` seconds is closed by the ``watchdog``.
     """
-    ws, conn = link.ws, link.conn
     await link.flush()
+    watchdog.watch(link, idle_timeout)
+    try:
+        await _pump(link, on_event)
+    finally:
+        watchdog.forget(link)
+
+
+async def _pump(link: Link, on_event: Callable[[Event], Awaitable[None]]) -> None:
+    ws, conn = link.ws, link.conn
     while not ws.closed:
-        try:
-            message = await ws.receive(timeout=idle_timeout)
-        except TimeoutError:
-            await link.close(ErrorCode.GOING_AWAY, "no heartbeat")
-            return
+        message = await ws.receive()
+        link.last_activity = time.monotonic()
         if message.type is WSMsgType.BINARY:
             try:
                 conn.receive_data(message.data)

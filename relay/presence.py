@@ -12,13 +12,14 @@ from typing import Any
 from protocol import DeviceStatus
 from protocol.errors import ErrorCode, UsageError
 
-from .links import AgentLink, ConsoleLink
+from .links import AgentLink, ConsoleLink, IdleWatchdog
 
 
 class Presence:
     def __init__(self) -> None:
         self.agents: dict[str, AgentLink] = {}
         self.consoles: set[ConsoleLink] = set()
+        self.watchdog = IdleWatchdog()
 
     def is_online(self, device_id: str) -> bool:
         return device_id in self.agents
