@@ -46,7 +46,9 @@ class AgentRunner:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.backoff = Backoff(config.backoff_initial, config.backoff_max)
-        self.limits = Limits()
+        # The relay is authenticated (pinned CA): its bursts, e.g. many sessions opened at
+        # once, are not floods to defend against, so the control rate is generous.
+        self.limits = Limits(control_rate=10_000.0, control_burst=100_000)
         self.connected = asyncio.Event()
         self.sessions = SessionHost(config, ConsentPolicy(config.consent, config.prompt_timeout))
         self._heartbeat_seq = 0

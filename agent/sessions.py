@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +65,13 @@ class HostedSession:
     files: FileService | None = None
     notice: Notice | None = None
     credit: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coroutine`` for this session; finished tasks are forgotten at once."""
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
     closed: bool = False
 
     def describe(self) -> dict[str, Any]:
@@ -108,7 +114,7 @@ class SessionHost:
                 event.params.get("reason", ""),
             )
             self.sessions[event.channel] = session
-            session.tasks.append(asyncio.create_task(self._run(session, dict(event.params))))
+            session.spawn(self._run(session, dict(event.params)))
             return
         number = getattr(event, "channel", None)
         found = self.sessions.get(number) if number is not None else None
@@ -120,7 +126,7 @@ class SessionHost:
             return
         if isinstance(event, ChannelData):
             if session.shell is not None:
-                session.tasks.append(asyncio.create_task(self._write(session, event.data)))
+                session.spawn(self._write(session, event.data))
         elif isinstance(event, CreditAvailable):
             session.credit.set()
         elif isinstance(event, ChannelMessage):
@@ -195,9 +201,7 @@ class SessionHost:
             log.info("files session %s started for %s", session.id, session.technician)
             session.notice = await self.consent.notice(request)
             if session.notice is not None:
-                session.tasks.append(
-                    asyncio.create_task(self._watch_notice(session, session.notice))
-                )
+                session.spawn(self._watch_notice(session, session.notice))
             return
         try:
             session.shell = await self._start_shell(params)
@@ -212,7 +216,7 @@ class SessionHost:
         log.info("session %s started for %s", session.id, session.technician)
         session.notice = await self.consent.notice(request)
         if session.notice is not None:
-            session.tasks.append(asyncio.create_task(self._watch_notice(session, session.notice)))
+            session.spawn(self._watch_notice(session, session.notice))
         await self._pump_output(session, conn)
 
     async def _start_shell(self, params: dict[str, str]) -> ShellProcess:
@@ -287,7 +291,7 @@ class SessionHost:
         if session.notice is not None:
             await session.notice.close()
         current = asyncio.current_task()
-        for task in session.tasks:
+        for task in list(session.tasks):
             if task is not current and (cancel_pump or not task.done()):
                 task.cancel()
 

@@ -263,7 +263,9 @@ class HelplineClient:
 
     @contextlib.asynccontextmanager
     async def connect(self, *, heartbeat_interval: float = 30.0) -> AsyncIterator[ConsoleSession]:
-        limits = Limits()
+        # The relay is authenticated (pinned CA) and sends one status per visible device at
+        # connect: thousands of control messages in a burst are expected, not a flood.
+        limits = Limits(control_rate=10_000.0, control_burst=100_000)
         ws = await self.session.ws_connect(
             self.url + "/api/v1/console",
             ssl=self._ssl,

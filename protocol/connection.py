@@ -160,8 +160,11 @@ class Connection:
         try:
             for frame in self._parser.iter_frames(data):
                 if frame.kind is FrameKind.CONTROL:
-                    self._take_control_token()
                     message = decode_message(frame.body, self.limits)
+                    # Window grants pace data, like the data frames they answer: they are
+                    # bounded by the window, not by the control-message rate.
+                    if not isinstance(message, WindowAdjust):
+                        self._take_control_token()
                     self._handle_message(frame.channel, message)
                 else:
                     self._handle_data(frame.channel, frame.body)

@@ -45,8 +45,19 @@ def peer_identity(request: web.Request) -> tuple[str, str]:
         raise AuthError("certificate does not name a device") from None
 
 
+#: Control messages per second (and burst) an agent or console may send. A session costs
+#: a handful (consent, accept, exit status, close...); these leave room for busy devices
+#: and scripted technicians while still cutting off a peer that floods.
+PEER_CONTROL_RATE = 1000.0
+PEER_CONTROL_BURST = 4000
+
+
 def protocol_limits(relay: RelayState) -> Limits:
-    return Limits(max_frame_size=relay.config.agents.max_frame_size)
+    return Limits(
+        max_frame_size=relay.config.agents.max_frame_size,
+        control_rate=PEER_CONTROL_RATE,
+        control_burst=PEER_CONTROL_BURST,
+    )
 
 
 @routes.get("/agent/v1/connect")

@@ -95,3 +95,27 @@ def test_message_for_a_channel_not_yet_open_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError) as caught:
         agent.receive_data(control(ExitStatus(code=0), channel=3))
     assert caught.value.code == ErrorCode.UNEXPECTED_MESSAGE
+
+
+def test_window_grants_do_not_count_against_the_control_rate() -> None:
+    """A fast transfer sends a grant every half window; that must never trip the limit."""
+    from protocol.limits import Limits
+
+    from .protocol_helpers import FakeClock
+
+    clock = FakeClock()
+    relay, agent = connected(
+        Role.AGENT,
+        relay_limits=Limits(control_burst=5, control_rate=0.001, channel_window=2048),
+        peer_limits=Limits(channel_window=2048),
+        clock=clock,
+    )
+    open_shell(relay, agent)
+    for _ in range(50):  # 50 grants from the agent, far beyond the relay's burst of 5
+        relay.send_data(5, b"x" * relay.send_credit(5))
+        pump((relay, agent))
+        for event in agent.events_received():
+            agent.acknowledge(5, len(event.data))  # type: ignore[union-attr]
+        pump((relay, agent))
+    assert relay.state is ConnectionState.OPEN
+    assert agent.state is ConnectionState.OPEN
