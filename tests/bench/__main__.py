@@ -2,36 +2,54 @@
 
 Benchmarks start real processes on loopback and take minutes; they are not
 pytest tests and ``make test`` never runs them. Environment knobs:
-``BENCH_AGENTS`` (default 2000; 10000 for the full run) and ``BENCH_WORKERS``
-(generator processes, default 2). See ``tests/bench/README.md``.
+``BENCH_AGENTS`` (default 2000; 10000 for the full run), ``BENCH_WORKERS``
+(generator processes, default 2), ``BENCH_KEYSTROKES`` (2000), ``BENCH_SESSIONS``
+(200), ``BENCH_FILE_MB`` (1024) and ``BENCH_TMPDIR`` (where the big file goes).
+``python -m tests.bench NAME...`` runs only the benchmarks named (``idle``,
+``shell``, ``files``). See ``tests/bench/README.md``.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import traceback
 from collections.abc import Callable
 
-from . import idle_agents
+from . import file_transfer, idle_agents, shell_latency
 
-BENCHMARKS: list[tuple[str, Callable[[], int]]] = [
-    ("idle agents", idle_agents.main),
+BENCHMARKS: list[tuple[str, str, Callable[[], int]]] = [
+    ("idle", "idle agents", idle_agents.main),
+    ("shell", "shell sessions", shell_latency.main),
+    ("files", "file transfer", file_transfer.main),
 ]
 
 
 def main() -> int:
+    wanted = set(sys.argv[1:])
+    unknown = wanted - {key for key, _, _ in BENCHMARKS}
+    if unknown:
+        print(f"unknown benchmark {sorted(unknown)}; choose from idle, shell, files")
+        return 2
     status = 0
-    for name, run in BENCHMARKS:
+    for key, name, run in BENCHMARKS:
+        if wanted and key not in wanted:
+            continue
         print(f"== {name} ==", flush=True)
         start = time.monotonic()
         try:
             status = run() or status
         except idle_agents.BenchError as error:
             print(f"FAILED: {error}", file=sys.stderr, flush=True)
+            print(f"FAILED: {str(error).splitlines()[0]}", flush=True)
             status = 1
         except KeyboardInterrupt:
             print("interrupted; relay and generators stopped", file=sys.stderr, flush=True)
             return 130
+        except Exception as error:  # a bug here or there: report it, run the next one
+            traceback.print_exc()
+            print(f"FAILED: {type(error).__name__}: {error}", flush=True)
+            status = 1
         print(f"({name}: {time.monotonic() - start:.0f} s)\n", flush=True)
     return status
 
