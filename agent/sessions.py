@@ -72,6 +72,7 @@ class HostedSession:
         task = asyncio.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
     closed: bool = False
 
     def describe(self) -> dict[str, Any]:
