@@ -299,6 +299,10 @@ class Connection:
             raise UsageError(f"cannot send {message.TYPE} in state {self.state.value}")
         self._queue_control(channel, message)
 
+    def has_channel(self, channel: int) -> bool:
+        """Whether ``channel`` exists here (in any state, closing included)."""
+        return channel in self._channels
+
     def open_channels(self) -> Iterator[int]:
         return iter(list(self._channels))
 

@@ -403,7 +403,7 @@ class Broker:
 
     async def _close_agent_leg(self, session: Session, code: int, message: str) -> None:
         conn = session.agent.conn
-        if session.channel in set(conn.open_channels()):
+        if conn.has_channel(session.channel):
             conn.close_channel(session.channel, code, message)
             await _quietly(session.agent.flush())
 
@@ -464,7 +464,7 @@ class Broker:
         async def deliver(kind: str, value: Any) -> None:
             if kind == "data":
                 await session.tech.send(value)
-                if session.channel in set(agent_conn.open_channels()):
+                if agent_conn.has_channel(session.channel):
                     agent_conn.acknowledge(session.channel, len(value))
                     await _quietly(session.agent.flush())
             elif kind == "exit":
@@ -493,7 +493,7 @@ class Broker:
             return
         conn = session.agent.conn
         channel = session.channel
-        if channel not in set(conn.open_channels()):
+        if not conn.has_channel(channel):
             return
 
         def credit() -> int:

@@ -58,7 +58,7 @@ class ConsoleLeg(TechnicianLeg):
         self.channel: int | None = None
 
     def credit(self) -> int:
-        if self.channel is None or self.channel not in set(self.link.conn.open_channels()):
+        if self.channel is None or not self.link.conn.has_channel(self.channel):
             return 0
         try:
             return self.link.conn.send_credit(self.channel)

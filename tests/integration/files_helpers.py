@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +26,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from certs.contexts import pinned_client_context
-from protocol import ChannelData, ChannelOpened, Event, Hello, Limits, Role
-from protocol.frames import FrameKind, websocket_message_limit
+from protocol import ChannelData, ChannelOpened, Event, Hello, Limits
+from protocol.frames import FrameKind
 from protocol.messages import Goodbye, decode_message
 from protocol.sessions import SessionRequest
 
@@ -226,27 +225,7 @@ def unprivileged_dir(user: str) -> Iterator[Path]:
         shutil.rmtree(directory)
 
 
-# -- a console spoken by hand -----------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def raw_console(relay: RelayProcess, token: str) -> AsyncIterator[RawLink]:
-    """Like :func:`helpers.raw_console_link`, but able to receive a full-size data frame
-    (aiohttp refuses a message of exactly ``max_msg_size``; the product's own clients use
-    :func:`protocol.frames.websocket_message_limit` for that reason)."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(
-            relay.url + "/api/v1/console",
-            ssl=pinned_client_context(relay.ca_pem),
-            headers={"Authorization": f"Bearer {token}"},
-            heartbeat=None,
-            autoping=True,
-            max_msg_size=websocket_message_limit(Limits().max_frame_size),
-            compress=0,
-        ) as ws,
-    ):
-        yield RawLink(ws, Role.CONSOLE)
+# -- a console spoken by hand (connect with helpers.raw_console_link) --------------------
 
 
 async def flush(link: RawLink) -> None:

@@ -42,7 +42,6 @@ from .files_helpers import (
     partials_under,
     process_uid,
     random_bytes,
-    raw_console,
     sha256_of,
     snapshot,
     start_headless,
@@ -51,6 +50,7 @@ from .files_helpers import (
     unprivileged_dir,
     write_random,
 )
+from .helpers import raw_console_link
 from .session_helpers import helpline_env, on_pty
 
 DEVICE = "files-desk"
@@ -628,7 +628,7 @@ async def test_data_beyond_the_window_closes_that_connection_only(
         other = FilesClient(await other_console.open_session(DEVICE, "files", reason="witness"))
         assert [e.name for e in await other.list(name)] == ["big.bin"]
 
-        async with raw_console(stage.relay, token) as link:
+        async with raw_console_link(stage.relay, token) as link:
             channel = (await open_files_session(link, DEVICE)).channel
             pull = FileRequest(id=1, op=FileOp.PULL, path=f"{name}/big.bin")
             link.conn.send_channel_message(channel, pull)

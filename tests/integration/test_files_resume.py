@@ -36,12 +36,12 @@ from .files_helpers import (
     open_files_session,
     partial_of,
     partials_under,
-    raw_console,
     start_headless,
     summary_line,
     take_one_window,
     write_random,
 )
+from .helpers import raw_console_link
 
 DEVICE = "resume-desk"
 SIZE = 32 * 1024 * 1024
@@ -374,7 +374,7 @@ async def test_a_pull_cut_before_the_technician_has_it_is_not_audited_as_complet
     remote, _, name = fresh
     window = Limits().channel_window
     write_random(remote / "cut.bin", window + window // 2, seed=SEED + 4)
-    async with raw_console(stage.relay, stage.console.token) as link:
+    async with raw_console_link(stage.relay, stage.console.token) as link:
         opened = await open_files_session(link, DEVICE)
         pull = FileRequest(id=1, op=FileOp.PULL, path=f"{name}/cut.bin")
         link.conn.send_channel_message(opened.channel, pull)

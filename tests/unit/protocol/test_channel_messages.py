@@ -67,10 +67,13 @@ def test_sender_role_is_checked() -> None:
 
 def test_unknown_or_closing_channel_is_refused() -> None:
     relay, agent = connected(Role.AGENT)
+    assert not relay.has_channel(5)
     with pytest.raises(UsageError):
         relay.send_channel_message(1, ChannelEof())
     open_shell(relay, agent)
+    assert relay.has_channel(5)
     relay.close_channel(5)
+    assert relay.has_channel(5)  # closing, until the peer answers
     with pytest.raises(UsageError):
         relay.send_channel_message(5, ChannelEof())
 
