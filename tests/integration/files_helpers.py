@@ -5,6 +5,7 @@ real home), optionally run as an unprivileged user so permission bits really app
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import functools
@@ -174,8 +175,52 @@ def _give(path: Path, account: pwd.struct_passwd) -> None:
 
 
 def _import_path() -> str:
-    site = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
-    return os.pathsep.join([str(REPO), *site])
+    return os.pathsep.join(str(path) for path in _readable_code())
+
+
+@functools.cache
+def _readable_code() -> tuple[Path, ...]:
+    """The agent's code and its dependencies where any user can read them.
+
+    The clone (and its venv) may sit below a directory only root may enter, so they are
+    mirrored once into a world-readable temporary directory: hard links where the
+    filesystem allows (no copy), copies otherwise. Removed when the test run ends.
+    """
+    mirror = Path(tempfile.mkdtemp(prefix="helpline-readable-"))
+    mirror.chmod(0o755)
+    atexit.register(shutil.rmtree, mirror, True)
+
+    def link_or_copy(source: str, target: str) -> None:
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+    code = mirror / "code"
+    code.mkdir(mode=0o755)
+    for package in ("protocol", "certs", "agent"):
+        shutil.copytree(
+            REPO / package,
+            code / package,
+            copy_function=link_or_copy,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    paths = [code]
+    for number, site in enumerate(p for p in sys.path if p.endswith("site-packages")):
+        if Path(site).is_dir():
+            target = mirror / f"site-{number}"
+            shutil.copytree(
+                site,
+                target,
+                copy_function=link_or_copy,
+                symlinks=True,
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
+            paths.append(target)
+    for directory in mirror.rglob("*"):
+        if directory.is_dir() and not directory.is_symlink():
+            directory.chmod(0o755)
+    return tuple(paths)
 
 
 @functools.cache
