@@ -466,7 +466,7 @@ class Broker:
                 await session.tech.send(value)
                 if agent_conn.has_channel(session.channel):
                     agent_conn.acknowledge(session.channel, len(value))
-                    await _quietly(session.agent.flush())
+                    session.agent.flush_soon()
             elif kind == "exit":
                 await session.tech.exit_status(*value)
             elif kind == "eof":
@@ -517,7 +517,7 @@ class Broker:
                     log.warning("dropped a %s the relay may not forward", value.TYPE)
 
         await session.to_agent.drain(credit, deliver)
-        await _quietly(session.agent.flush())
+        session.agent.flush_soon()
 
     def live(self) -> list[Session]:
         return list(self.sessions.values())

@@ -95,12 +95,12 @@ class ConsoleLeg(TechnicianLeg):
     async def send(self, data: bytes) -> None:
         assert self.channel is not None
         self.link.conn.send_data(self.channel, data)
-        await self.link.flush()
+        self.link.flush_soon()
 
     async def consumed(self, size: int) -> None:
         if self.channel is not None:
             self.link.conn.acknowledge(self.channel, size)
-            await self.link.flush()
+            self.link.flush_soon()
 
     async def exit_status(self, code: int, signal: str) -> None:
         assert self.channel is not None

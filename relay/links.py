@@ -30,6 +30,33 @@ class Link:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: When the peer last sent anything (monotonic clock), for the idle watchdog.
     last_activity: float = field(default_factory=time.monotonic)
+    #: The task writing what :meth:`flush_soon` asked for, while it runs.
+    _writer: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _write_again: bool = field(default=False, init=False, repr=False)
+
+    def flush_soon(self) -> None:
+        """Have everything queued written by this link's writer task; return at once.
+
+        What one peer sends is forwarded to another without waiting for that other
+        peer's socket: the reading loop of an agent carrying a big download and a
+        shell must not stall on the download's slow reader while the shell's echo
+        waits behind it. Memory stays bounded by the channels' credit, not by this.
+        """
+        if self._writer is not None and not self._writer.done():
+            self._write_again = True
+            return
+        self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        while True:
+            self._write_again = False
+            try:
+                await self.flush()
+            except (ConnectionError, RuntimeError) as exc:
+                log.debug("%s: queued frames not written: %s", self, exc)
+                return
+            if not self._write_again:
+                return
 
     async def flush(self) -> None:
         """Write everything the connection has queued, in order.
