@@ -34,6 +34,7 @@ from pathlib import Path
 
 from protocol.errors import HelplineError
 
+from . import floor
 from .idle_agents import (
     DEFAULT_AGENTS,
     BenchError,
@@ -187,6 +188,7 @@ def connect_idle_agents(rig: HelplineRig, agents: int, workers: int, directory: 
 def report(
     helpline: list[float],
     openssh: list[float],
+    floors: dict[str, list[float]],
     setups: list[Setup],
     everything: str,
     load: tuple[float, float],
@@ -200,6 +202,8 @@ def report(
     for name, samples in (
         ("Helpline: console lib -> relay -> agent (TLS, TLS)", helpline),
         ("OpenSSH: ssh -J via sshd -> sshd (loopback)", openssh),
+        ("floor: ONE Python hop, bare asyncio TCP echo", floors["tcp"]),
+        ("floor: ONE Python hop, aiohttp WSS echo (TLS 1.3)", floors["wss"]),
     ):
         verdict = ""
         if samples is helpline:
@@ -238,6 +242,9 @@ def report(
         "Keystroke: one byte to `stty raw -echo; cat` on a remote pty and its echo back,"
         f" sequential; the paths alternate in {BLOCKS} blocks after {WARMUP_KEYSTROKES}"
         " uncounted round trips each. Percentiles: nearest rank.",
+        "Floor rows (tests/bench/floor.py): this process to one echo server in a child"
+        " process, nothing of Helpline's in the path. A Helpline keystroke crosses two such"
+        " WSS hops each way (console-relay, relay-agent) plus the pty.",
         f"Session setup: open_session(shell, pty, `{SETUP_COMMAND}`, consent allow) until the"
         f" first byte is read, sessions one after another {SESSION_GAP * 1000:.0f} ms apart,"
         f" {WARMUP_SESSIONS} uncounted first;"
@@ -279,6 +286,8 @@ def main() -> int:
             log(f"keystroke round trips: {keystrokes} through Helpline, {keystrokes} through ssh")
             helpline, openssh = asyncio.run(measure_keystrokes(rig, sshd, keystrokes))
             rig.check_alive()
+            log(f"the floor: {keystrokes} round trips through one bare Python hop of each kind")
+            floors = floor.measure(keystrokes)
             log(f"session setup: {sessions} sessions, no idle agents")
             setups = [asyncio.run(measure_setup(rig, sessions, 0))]
             pool = connect_idle_agents(rig, agents, workers, root)
@@ -298,5 +307,5 @@ def main() -> int:
             sshd.stop()
             rig.stop()
     load = (load_before, os.getloadavg()[0])
-    print(report(helpline, openssh, setups, everything, load), flush=True)
+    print(report(helpline, openssh, floors, setups, everything, load), flush=True)
     return 0
