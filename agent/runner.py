@@ -92,10 +92,16 @@ class AgentRunner:
             link = RelayLink(conn, ws)
             self.sessions.attach(conn, link.flush)
             heartbeats = asyncio.create_task(self._heartbeats(link))
+            # Two tasks raced once per connection, not per message: the loop itself awaits
+            # the WebSocket directly, which keeps a keystroke's path short.
+            pump = asyncio.create_task(self._pump(link))
             stopper = asyncio.create_task(stop.wait())
             try:
-                await self._pump(link, stopper)
+                await asyncio.wait({pump, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if pump.done():
+                    pump.result()  # the loop's error, if it ended with one
             finally:
+                pump.cancel()
                 heartbeats.cancel()
                 stopper.cancel()
                 await self.sessions.connection_lost()
@@ -104,21 +110,15 @@ class AgentRunner:
                     await link.flush()
                     await ws.close()
 
-    async def _pump(self, link: RelayLink, stopper: asyncio.Task[bool]) -> None:
+    async def _pump(self, link: RelayLink) -> None:
         conn, ws = link.conn, link.ws
         await link.flush()
         idle_limit = self.config.heartbeat_interval * 3
         while not ws.closed:
-            receive = asyncio.ensure_future(ws.receive())
-            done, _ = await asyncio.wait(
-                {receive, stopper}, timeout=idle_limit, return_when=asyncio.FIRST_COMPLETED
-            )
-            if receive not in done:
-                receive.cancel()
-                if stopper in done:
-                    return
-                raise TimeoutError("relay silent for three heartbeat intervals")
-            message = receive.result()
+            try:
+                message = await ws.receive(timeout=idle_limit)
+            except TimeoutError:
+                raise TimeoutError("relay silent for three heartbeat intervals") from None
             if message.type is aiohttp.WSMsgType.BINARY:
                 try:
                     conn.receive_data(message.data)

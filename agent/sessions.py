@@ -127,7 +127,9 @@ class SessionHost:
             return
         if isinstance(event, ChannelData):
             if session.shell is not None:
-                session.spawn(self._write(session, event.data))
+                # Queued now, so the input keeps its order with a later end of input.
+                taken = session.shell.feed(event.data)
+                session.spawn(self._acknowledge_when_taken(session, taken, len(event.data)))
         elif isinstance(event, CreditAvailable):
             session.credit.set()
         elif isinstance(event, ChannelMessage):
@@ -151,11 +153,12 @@ class SessionHost:
             session.closed = True
             await self._teardown(session)
 
-    async def _write(self, session: HostedSession, data: bytes) -> None:
-        assert session.shell is not None
-        await session.shell.write(data)
+    async def _acknowledge_when_taken(
+        self, session: HostedSession, taken: asyncio.Future[None], size: int
+    ) -> None:
+        await asyncio.shield(taken)  # one cancelled waiter must not cancel a shared drain
         if self._conn is not None and not session.closed:
-            self._conn.acknowledge(session.channel, len(data))
+            self._conn.acknowledge(session.channel, size)
             await self._send()
 
     # -- a session's life ---------------------------------------------------------------------

@@ -74,6 +74,7 @@ class ShellProcess:
         self._output: asyncio.Queue[bytes] = asyncio.Queue(0 if master else MAX_QUEUED_READS)
         self._pending_input = bytearray()
         self._input_done: list[tuple[int, asyncio.Future[None]]] = []
+        self._stdin_drain: asyncio.Future[None] | None = None
         self._eof_read = False
         self._reading = master is not None
         self._pipe_reader: asyncio.Task[None] | None = None
@@ -169,29 +170,44 @@ class ShellProcess:
 
     async def write(self, data: bytes) -> None:
         """Write ``data``; returns once the terminal (or pipe) took all of it."""
+        await self.feed(data)
+
+    def feed(self, data: bytes) -> asyncio.Future[None]:
+        """Queue ``data`` now, in call order, before any later input or end of input;
+        the future resolves once the terminal (or pipe) took all of it."""
         if self._master is None:
             stdin = self.process.stdin
             if stdin is None or stdin.is_closing():
-                return
+                return self._done()
             stdin.write(data)
-            with contextlib.suppress(ConnectionError):
-                await stdin.drain()
-            return
+            if self._stdin_drain is None or self._stdin_drain.done():
+                self._stdin_drain = asyncio.ensure_future(self._drain_stdin(stdin))
+            return self._stdin_drain
         if not self._pending_input:
             try:
                 written = os.write(self._master, data)
             except BlockingIOError:
                 written = 0
             except OSError:
-                return  # the terminal is gone; input is moot
+                return self._done()  # the terminal is gone; input is moot
             data = data[written:]
             if not data:
-                return
+                return self._done()
             self._loop.add_writer(self._master, self._on_writable)
         self._pending_input += data
         done: asyncio.Future[None] = self._loop.create_future()
         self._input_done.append((len(self._pending_input), done))
-        await done
+        return done
+
+    def _done(self) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = self._loop.create_future()
+        done.set_result(None)
+        return done
+
+    @staticmethod
+    async def _drain_stdin(stdin: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await stdin.drain()
 
     def _on_writable(self) -> None:
         assert self._master is not None
@@ -222,7 +238,7 @@ class ShellProcess:
             return
         with contextlib.suppress(OSError):
             eof = termios.tcgetattr(self._master)[6][termios.VEOF]
-            os.write(self._master, eof if isinstance(eof, bytes) else bytes([eof]))
+            self.feed(eof if isinstance(eof, bytes) else bytes([eof]))  # after queued input
 
     def resize(self, cols: int, rows: int) -> None:
         if self._master is not None:
