@@ -30,6 +30,7 @@ from ..conftest import (
     stop_process,
     totp_now,
 )
+from ..files_helpers import set_roots
 from ..helpers import admin_token, rest
 
 CHROMIUM = os.environ.get("HELPLINE_CHROMIUM", "/usr/bin/chromium")
@@ -44,6 +45,7 @@ class WebRig:
     agent: AgentProcess
     browser: Browser
     directory: Path
+    files_root: Path  # the demo agent's only files root
     token: str  # the first admin's bearer token, for setting things up over REST
     admin_state: dict[str, Any] = field(default_factory=dict)
     agents: list[AgentProcess] = field(default_factory=list)
@@ -129,14 +131,18 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebRig]:
     directory = tmp_path_factory.mktemp("web")
     relay = init_relay(directory)
     relay.start()
-    agent = enroll_agent(relay, directory, "demo-agent", consent={"shell": "allow", "files": "allow"})
+    consent = {"shell": "allow", "files": "allow"}
+    agent = enroll_agent(relay, directory, "demo-agent", consent=consent)
+    files_root = directory / "device-files"
+    files_root.mkdir()
+    set_roots(agent.config_dir, [files_root])
     agent.start()
     # This step's code is for the sign-in page; the REST set-up takes the one before.
     token = admin_token(relay, step_offset=-1)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-            rig = WebRig(relay, agent, browser, directory, token)
+            rig = WebRig(relay, agent, browser, directory, files_root, token)
             context = rig.context()
             page = context.new_page()
             sign_in(
