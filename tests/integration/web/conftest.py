@@ -84,9 +84,9 @@ class WebRig:
             self.api("POST", "/api/v1/grants", {"username": username, "group": group})
         return {"username": username, "password": body["password"]}
 
-    def start_agent(self, name: str, hostname: str | None = None, **consent: str) -> AgentProcess:
+    def start_agent(self, name: str, hostname: str | None = None) -> AgentProcess:
         """A real agent; with ``hostname``, in a UTS namespace of its own that has it."""
-        agent = enroll_agent(self.relay, self.directory, name, consent=consent or None)
+        agent = enroll_agent(self.relay, self.directory, name)
         if hostname is None:
             agent.start()
         else:

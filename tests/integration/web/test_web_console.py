@@ -56,7 +56,9 @@ def test_shell_echo_hello_and_resize(web: WebRig) -> None:
     # The window shrinks: the terminal follows, and the device's PTY gets the new size.
     page.keyboard.type("stty size\n")
     first = wait_for_line(page, r"\d+ \d+")
-    assert first == "{1} {0}".format(*page.evaluate("[helplineTerminal.cols, helplineTerminal.rows]"))
+    assert first == "{1} {0}".format(
+        *page.evaluate("[helplineTerminal.cols, helplineTerminal.rows]")
+    )
     before = page.evaluate("[helplineTerminal.cols, helplineTerminal.rows]")
     page.set_viewport_size({"width": 800, "height": 600})
     page.wait_for_function(

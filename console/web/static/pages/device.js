@@ -91,6 +91,7 @@ export async function render(root, ctx) {
 
   await Promise.all([load(), loadSessions()]);
   return deviceEvents((event) => {
-    if (event.id === id) load();
+    // "ready": subscribed; what changed between the first load and now is loaded again.
+    if (event.type === "ready" || event.id === id) load();
   });
 }
