@@ -24,6 +24,7 @@ async function sha256(file) {
 
 export function render(root, ctx) {
   const [device] = ctx.params;
+  const title = h("h1", {}, "Files");
   const status = h("p", { id: "files-status", role: "status" });
   const pathInput = h("input", { id: "files-path", value: ".", size: "50" });
   const listing = h("div", { id: "listing" });
@@ -32,7 +33,7 @@ export function render(root, ctx) {
   const drop = h("div", { class: "dropzone", id: "dropzone" }, "Drop files here to upload them to the directory shown");
   const newDir = h("input", { id: "new-dir", placeholder: "new directory name" });
   root.append(
-    h("div", { class: "toolbar" }, h("h1", {}, `Files on ${device}`),
+    h("div", { class: "toolbar" }, title,
       h("a", { href: `#/device/${encodeURIComponent(device)}` }, "back to the device")),
     status,
     h("form", { class: "toolbar", id: "path-form" },
@@ -74,6 +75,7 @@ export function render(root, ctx) {
     }
     showSessionState(status, message);
     if (message.type === "opened") {
+      title.textContent = `Files on ${message.device}`;
       handle = message.handle;
       browse(".");
     } else if (message.type === "closed" || message.type === "refused") {

@@ -10,13 +10,14 @@ import { showSessionState } from "../lib/session.js";
 
 export function render(root, ctx) {
   const [device] = ctx.params;
+  const title = h("h1", {}, "Shell");
   const status = h("p", { id: "shell-status", role: "status" });
   const screen = h("div", { id: "terminal", class: "terminal" });
   const end = h("button", { type: "button", id: "end-session", disabled: true }, "End session");
   const copy = h("button", { type: "button", class: "small", id: "copy" }, "Copy selection");
   const paste = h("button", { type: "button", class: "small", id: "paste" }, "Paste");
   root.append(
-    h("div", { class: "toolbar" }, h("h1", {}, `Shell on ${device}`), end, copy, paste,
+    h("div", { class: "toolbar" }, title, end, copy, paste,
       h("a", { href: `#/device/${encodeURIComponent(device)}` }, "back to the device")),
     status,
     screen,
@@ -65,6 +66,7 @@ export function render(root, ctx) {
     const message = JSON.parse(event.data);
     showSessionState(status, message);
     if (message.type === "opened") {
+      title.textContent = `Shell on ${message.device}`;
       open = true;
       end.disabled = false;
       term.focus();
