@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from ..session_helpers import headless_agent
 from .conftest import WebRig, sign_in
 
 pytestmark = pytest.mark.integration
@@ -94,3 +95,18 @@ def test_failed_sign_in_is_explained_then_the_account_locks(web: WebRig) -> None
     page.click("#sign-in")
     expect(message).to_contain_text("locked")
     assert not [c for c in page.context.cookies() if c["name"] == "__Host-helpline"]
+
+
+def test_a_denied_session_is_shown_plainly(web: WebRig) -> None:
+    # Nobody at this machine (no display, no terminal): "prompt" consent denies.
+    with headless_agent(web.relay, web.directory, "unattended", {"shell": "prompt"}):
+        page = web.admin_page()
+        page.goto("/#/devices")
+        expect(page.locator("#devices tr", has_text="unattended").locator("td.state")).to_have_text(
+            "online"
+        )
+        page.goto("/#/shell/unattended?reason=please")
+        status = page.locator("#shell-status")
+        expect(status).to_contain_text("The customer denied the session: ")
+        expect(page.locator("#end-session")).to_be_disabled()
+        wait_for_line(page, " denied by the customer ")

@@ -41,3 +41,31 @@ def test_upload_then_download_back_identical(web: WebRig, tmp_path: Path) -> Non
     # The relay names the file; Chromium replaces the characters it never puts in names.
     assert download.suggested_filename == "bundle _b_1_b_.bin"
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
+
+
+def test_damaged_upload_is_refused_and_nothing_is_written(web: WebRig) -> None:
+    page = web.admin_page()
+    page.goto("/#/files/demo-agent")
+    expect(page.locator("#files-status")).to_contain_text("Connected to demo-agent")
+    expect(page.locator("#file-list")).to_be_visible()
+    # What a page whose bytes changed on the way would send: a body that does not match
+    # the SHA-256 it declares.
+    status, message = page.evaluate(
+        """async () => {
+            const csrf = (await (await fetch('/web/session')).json()).csrf;
+            const socketHandle = window.__filesHandle;
+            const response = await fetch(
+                `/web/files/${socketHandle}/upload?path=damaged.bin`,
+                {method: 'POST', body: 'these bytes',
+                 headers: {'X-CSRF-Token': csrf, 'X-Content-SHA256': '0'.repeat(64)}});
+            return [response.status, (await response.json()).error.message];
+        }"""
+    )
+    assert status == 400
+    assert message.startswith("the upload arrived damaged")
+    assert not (web.files_root / "damaged.bin").exists()
+    assert not list(web.files_root.glob(".*damaged*"))
+    # The session is unharmed: the page still lists the directory.
+    page.click("#up")
+    expect(page.locator("#files-status")).to_contain_text("Connected to demo-agent")
+    expect(page.locator("#file-list")).to_be_visible()

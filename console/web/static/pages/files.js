@@ -77,6 +77,7 @@ export function render(root, ctx) {
     if (message.type === "opened") {
       title.textContent = `Files on ${message.device}`;
       handle = message.handle;
+      window.__filesHandle = handle; // for tests and the browser's console
       browse(".");
     } else if (message.type === "closed" || message.type === "refused") {
       handle = null;
