@@ -110,6 +110,7 @@ class WebShellLeg(TechnicianLeg):
         self.out.json(type="eof")
 
     async def close(self, code: int, message: str) -> None:
+        self.input_room.set()  # nothing waits for input room in a session that is over
         self.out.json(type="closed", code=code, message=message)
         self.out.close_soon(1000, "session ended")
 
