@@ -12,6 +12,7 @@ from playwright.sync_api import Dialog, expect
 from certs.contexts import pinned_client_context
 
 from .conftest import WebRig
+from .test_web_console import wait_for_line
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +151,45 @@ def test_sign_out_ends_the_token(web: WebRig) -> None:
     assert not [c for c in page.context.cookies() if c["name"] == "__Host-helpline"]
     status, _, _ = _raw(web, "GET", "/web/session", {"Cookie": f"__Host-helpline={token}"})
     assert status == 401  # revoked on the relay, not only forgotten by the browser
+
+
+def test_a_bad_shell_message_ends_only_that_session(web: WebRig) -> None:
+    page = web.admin_page()
+    page.goto("/#/shell/demo-agent")
+    expect(page.locator("#shell-status")).to_contain_text("Connected to demo-agent")
+    answers = page.evaluate(
+        """() => new Promise((resolve) => {
+            const seen = [];
+            const socket = new WebSocket(`wss://${location.host}/web/ws/shell?device=demo-agent`);
+            socket.onmessage = (event) => {
+                if (typeof event.data !== 'string') return;
+                const message = JSON.parse(event.data);
+                seen.push(message);
+                if (message.type === 'opened') socket.send('{"type": "launch-missiles"}');
+            };
+            socket.onclose = (event) => resolve({seen, code: event.code});
+        })"""
+    )
+    errors = [m for m in answers["seen"] if m["type"] == "error"]
+    assert errors == [{"type": "error", "message": "unknown control message 'launch-missiles'"}]
+    assert answers["code"] == 1008
+    # The page's own session on the same device carries on.
+    page.locator("#terminal").click()
+    page.keyboard.type("echo still-$((1+1))\n")
+    wait_for_line(page, "still-2")
+
+
+def test_devices_search_and_filters(web: WebRig) -> None:
+    page = web.admin_page()
+    page.goto("/#/devices")
+    rows = page.locator("#devices tbody tr")
+    expect(rows.filter(has_text="demo-agent")).to_have_count(1)
+    page.fill("#device-search", "no-such-device")
+    expect(page.locator("main")).to_contain_text("No device matches.")
+    page.fill("#device-search", "demo")
+    expect(rows.filter(has_text="demo-agent")).to_have_count(1)
+    page.select_option("#device-state", "offline")
+    expect(rows.filter(has_text="demo-agent")).to_have_count(0)
+    page.select_option("#device-state", "online")
+    page.select_option("#device-group", "default")
+    expect(rows.filter(has_text="demo-agent")).to_have_count(1)
