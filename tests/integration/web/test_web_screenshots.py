@@ -1,7 +1,11 @@
 """The README's screenshots of the web console, taken by the test suite's browser from the
-real pages (console/web/screenshots/*.png)."""
+real pages. They land in a temporary directory, or, with ``HELPLINE_UPDATE_SCREENSHOTS=1``,
+in console/web/screenshots/ (so a plain test run leaves the checkout as it was)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -14,14 +18,15 @@ pytestmark = pytest.mark.integration
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    assert path.read_bytes().startswith(PNG)
+def test_screenshots_of_the_main_pages(web: WebRig, tmp_path: Path) -> None:
+    folder = SCREENSHOTS if os.environ.get("HELPLINE_UPDATE_SCREENSHOTS") == "1" else tmp_path
 
+    def shot(page: Page, name: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path))
+        assert path.read_bytes().startswith(PNG)
 
-def test_screenshots_of_the_main_pages(web: WebRig) -> None:
     (web.files_root / "logs").mkdir(exist_ok=True)
     (web.files_root / "logs" / "install.log").write_text("installed\n")
     (web.files_root / "notes.txt").write_text("call back at 3pm\n")
