@@ -15,7 +15,9 @@ download manager and upload progress work:
 * ``GET /web/files/{handle}/download?path=P`` streams the device's file as it
   arrives; its last bytes are sent only once the size and SHA-256 the device
   announced match what arrived (else the response is cut short, which the
-  browser reports as a failed download, never as a good file).
+  browser reports as a failed download, never as a good file). A browser
+  resuming a cut download (``Range`` + ``If-Range``) gets the rest of the file,
+  still verified whole on the relay.
 * ``POST /web/files/{handle}/upload?path=P`` (CSRF token, ``X-Content-SHA256``
   of the page's file) spools the body, checks its SHA-256 against the page's,
   then pushes it: the device resumes after a prefix it already holds when the
@@ -37,6 +39,7 @@ import posixpath
 import secrets
 import time
 from collections.abc import Coroutine
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
 
@@ -246,6 +249,23 @@ def _attachment(path: str) -> str:
     return f"attachment; filename*=UTF-8''{quote(name, safe='')}"
 
 
+def _resume_from(request: web.Request, modified: str, size: int) -> int:
+    """Where a browser resuming an interrupted download wants the bytes to start: a
+    ``Range: bytes=N-`` whose ``If-Range`` (when sent) still matches the file's time.
+    Anything else gets the whole file. The relay pulls and verifies the whole file either
+    way (the browser's part cannot be hashed here), and serves the rest of it."""
+    wanted = request.headers.get("Range", "")
+    if not wanted.startswith("bytes=") or "," in wanted:
+        return 0
+    first, dash, last = wanted.removeprefix("bytes=").partition("-")
+    if not dash or last or not first.isdigit():
+        return 0
+    if request.headers.get("If-Range", modified) != modified:
+        return 0  # the file changed since the browser got its part
+    start = int(first)
+    return start if 0 < start < size else 0
+
+
 @routes.get("/web/files/{handle}/download")
 async def download(request: web.Request) -> web.StreamResponse:
     files = _open_files(request)
@@ -256,15 +276,22 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise NotPermitted(str(full)) from None
     except FilesError as error:
         return _failed(error)
+    modified = formatdate(pulled.mtime_ns / 1e9, usegmt=True)
+    start = _resume_from(request, modified, pulled.size)
     response = web.StreamResponse(
+        status=206 if start else 200,
         headers={
             "Content-Type": "application/octet-stream",
             "Content-Disposition": _attachment(path),
-        }
+            "Accept-Ranges": "bytes",
+            "Last-Modified": modified,
+        },
     )
-    response.content_length = pulled.size
+    if start:
+        response.headers["Content-Range"] = f"bytes {start}-{pulled.size - 1}/{pulled.size}"
+    response.content_length = pulled.size - start
     await response.prepare(request)
-    offset = 0
+    offset = start
     try:
         while offset < pulled.size:
             chunk = await pulled.read(offset, min(CHUNK, pulled.size - offset))

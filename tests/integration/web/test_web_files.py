@@ -69,3 +69,39 @@ def test_damaged_upload_is_refused_and_nothing_is_written(web: WebRig) -> None:
     page.click("#up")
     expect(page.locator("#files-status")).to_contain_text("Connected to demo-agent")
     expect(page.locator("#file-list")).to_be_visible()
+
+
+def test_a_cut_download_resumes_with_a_range(web: WebRig) -> None:
+    payload = os.urandom(600_000)
+    (web.files_root / "big.bin").write_bytes(payload)
+    page = web.admin_page()
+    page.goto("/#/files/demo-agent")
+    expect(page.locator("#file-list tr[data-name='big.bin']")).to_be_visible()
+    href = page.locator("#file-list a.file", has_text="big.bin").get_attribute("href")
+    # What the browser's download manager sends to resume after 250000 bytes arrived.
+    answers = page.evaluate(
+        """async (href) => {
+            const first = await fetch(href);
+            const modified = first.headers.get('Last-Modified');
+            await first.arrayBuffer();
+            const get = async (headers) => {
+                const response = await fetch(href, {headers});
+                const body = new Uint8Array(await response.arrayBuffer());
+                return {status: response.status, range: response.headers.get('Content-Range'),
+                        body: Array.from(body.slice(0, 8)), length: body.length};
+            };
+            return [
+                await get({'Range': 'bytes=250000-', 'If-Range': modified}),
+                await get({'Range': 'bytes=250000-', 'If-Range': 'Mon, 01 Jan 2001 00:00:00 GMT'}),
+                await get({'Range': 'bytes=0-10'}),
+            ];
+        }""",
+        href,
+    )
+    resumed, changed, partial = answers
+    assert resumed["status"] == 206
+    assert resumed["range"] == f"bytes 250000-{len(payload) - 1}/{len(payload)}"
+    assert resumed["length"] == len(payload) - 250000
+    assert bytes(resumed["body"]) == payload[250000:250008]
+    assert (changed["status"], changed["length"]) == (200, len(payload))  # file changed
+    assert (partial["status"], partial["length"]) == (200, len(payload))  # not a resume
