@@ -9,6 +9,8 @@ code; later contexts reuse that cookie (a TOTP code works only once).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
 import subprocess
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from ..conftest import (
@@ -62,7 +66,6 @@ class WebRig:
     def context(self, state: dict[str, Any] | None = None) -> BrowserContext:
         context = self.browser.new_context(
             base_url=self.url,
-            ignore_https_errors=True,  # the relay's own CA; tests/pin it elsewhere
             storage_state=state,  # type: ignore[arg-type]
             viewport={"width": 1280, "height": 800},
             accept_downloads=True,
@@ -116,6 +119,13 @@ class WebRig:
         return agent
 
 
+def spki_pin(certificate_pem: bytes) -> str:
+    """Chromium's pin for a certificate: base64 SHA-256 of its SubjectPublicKeyInfo."""
+    certificate = x509.load_pem_x509_certificate(certificate_pem)
+    der = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+
+
 def sign_in(page: Page, username: str, password: str, otp: str = "") -> None:
     page.goto("/")
     page.fill("#username", username)
@@ -141,7 +151,14 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebRig]:
     token = admin_token(relay, step_offset=-1)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+            # The browser trusts exactly the relay's key (as an admin who installed the
+            # relay's CA would): TLS is checked for real, no certificate error ignored.
+            pin = spki_pin((relay.data_dir / "server.pem").read_bytes())
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=[f"--ignore-certificate-errors-spki-list={pin}"],
+            )
             rig = WebRig(relay, agent, browser, directory, files_root, token)
             context = rig.context()
             page = context.new_page()

@@ -8,10 +8,11 @@ import json
 
 import pytest
 from playwright.sync_api import Dialog, expect
+from playwright.sync_api import Error as PlaywrightError
 
 from certs.contexts import pinned_client_context
 
-from .conftest import WebRig
+from .conftest import CHROMIUM, WebRig
 from .test_web_console import wait_for_line
 
 pytestmark = pytest.mark.integration
@@ -193,3 +194,14 @@ def test_devices_search_and_filters(web: WebRig) -> None:
     page.select_option("#device-state", "online")
     page.select_option("#device-group", "default")
     expect(rows.filter(has_text="demo-agent")).to_have_count(1)
+
+
+def test_the_browser_checks_the_relays_certificate(web: WebRig) -> None:
+    # The suite's browser trusts the relay's key only; without that, Chromium refuses.
+    stranger = web.browser.browser_type.launch(executable_path=CHROMIUM, headless=True)
+    try:
+        page = stranger.new_page()
+        with pytest.raises(PlaywrightError, match="ERR_CERT_AUTHORITY_INVALID"):
+            page.goto(web.url + "/")
+    finally:
+        stranger.close()
