@@ -55,6 +55,7 @@ run: install
 	$(BIN)/helpline-agent run --config $(DATA)/agent > $(DATA)/agent.log 2>&1 & agent=$$!; \
 	echo; $(BIN)/helpline-relay info --data $(DATA)/relay; echo; \
 	echo "Then:  $(BIN)/helpline devices    $(BIN)/helpline shell demo-agent"; \
+	echo "Web:   $(URL)/  (trust the relay's CA in the browser: $(DATA)/relay/ca.pem)"; \
 	echo "       (the demo agent allows shell and files sessions with a notice: see $(DATA)/agent/agent.toml)"; \
 	echo "Logs:  $(DATA)/relay.log  $(DATA)/agent.log      Stop with Ctrl-C."; \
 	wait $$relay
