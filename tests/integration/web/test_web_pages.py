@@ -130,3 +130,36 @@ def test_a_technician_without_a_grant_sees_and_reaches_nothing(web: WebRig) -> N
     )
     status = page.evaluate("fetch('/api/v1/devices/demo-agent').then((r) => r.status)")
     assert status == 404  # not even its existence
+
+
+def test_admin_locks_unlocks_resets_totp_moves_and_revokes(web: WebRig) -> None:
+    web.user("dave", "technician")
+    web.api("POST", "/api/v1/groups", {"name": "branch-office"})
+    spare = web.start_agent("spare-pc")
+    page = web.admin_page()
+    page.goto("/#/admin")
+    user = page.locator("#users tr[data-user=dave]")
+    user.locator("button", has_text="Lock").click()
+    expect(page.locator("#admin-message")).to_have_text("dave locked.")
+    expect(user.locator("td").nth(3)).to_have_text("locked by an admin")
+    accounts = {u["username"]: u for u in web.api("GET", "/api/v1/users")["users"]}
+    assert accounts["dave"]["disabled"] is True
+    user.locator("button", has_text="Unlock").click()
+    expect(page.locator("#admin-message")).to_have_text("dave unlocked.")
+    expect(user.locator("td").nth(3)).to_have_text("active")
+    user.locator("button", has_text="Reset TOTP").click()
+    expect(page.locator("#secret-text")).to_contain_text("otpauth://totp/Helpline:dave")
+
+    device = page.locator("#admin-devices tr", has_text="spare-pc")
+    expect(device).to_contain_text("online")
+    device.locator("select").select_option("branch-office")
+    expect(page.locator("#admin-message")).to_have_text("spare-pc moved to branch-office.")
+    moved = [d for d in web.api("GET", "/api/v1/devices")["devices"] if d["name"] == "spare-pc"]
+    assert moved[0]["group"] == "branch-office"
+    page.once("dialog", lambda dialog: dialog.accept())
+    device.locator("button", has_text="Revoke").click()
+    expect(page.locator("#admin-message")).to_have_text("spare-pc revoked.")
+    expect(device).to_contain_text("revoked")
+    revoked = [d for d in web.api("GET", "/api/v1/devices")["devices"] if d["name"] == "spare-pc"]
+    assert revoked[0]["revoked_at"] is not None and revoked[0]["online"] is False
+    spare.stop()
