@@ -4,7 +4,8 @@ The broker calls a technician leg from the agent's connection task; waiting
 there for a slow browser would hold every other session of that agent. So a
 leg only queues (JSON control messages as text, terminal output as binary)
 and :class:`Outbound`'s task writes. What a queue may hold is bounded by the
-caller: terminal output by the leg's credit window, the rest is small.
+caller: terminal output by the leg's credit window; the rest is small, and a browser
+that lets ``MAX_QUEUED`` messages pile up is disconnected.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ log = logging.getLogger("helpline.web")
 
 #: Seconds a close waits for queued messages to be written.
 CLOSE_GRACE = 5.0
+#: Messages waiting for a browser that does not read, before it is disconnected (the
+#: page reconnects and loads afresh). Terminal output never gets near: its window is.
+MAX_QUEUED = 10_000
 
 
 class Outbound:
@@ -33,14 +37,21 @@ class Outbound:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="web outbound")
 
     def json(self, **message: Any) -> None:
-        if self._closing is None:
-            self._queue.append(json.dumps(message))
-            self._wake.set()
+        self._put(json.dumps(message))
 
     def binary(self, data: bytes) -> None:
-        if self._closing is None:
-            self._queue.append(data)
-            self._wake.set()
+        self._put(data)
+
+    def _put(self, item: str | bytes) -> None:
+        if self._closing is not None:
+            return
+        if len(self._queue) >= MAX_QUEUED:
+            log.warning("a browser is not reading its socket: disconnected")
+            self._queue.clear()
+            self.close_soon(1013, "too far behind")
+            return
+        self._queue.append(item)
+        self._wake.set()
 
     def close_soon(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket once what is queued is written."""

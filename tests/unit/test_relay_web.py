@@ -3,6 +3,7 @@ Origin check, download resumption, and what the shell socket accepts."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from protocol.errors import InvalidMessage
 from relay.web.files import _attachment, _path, _resume_from
+from relay.web.outbound import MAX_QUEUED, Outbound
 from relay.web.security import CSRF_KEY, csrf_token, load_csrf_key, same_origin
 from relay.web.shell import _control, dimension
 
@@ -105,3 +107,41 @@ def test_shell_control_messages_and_sizes() -> None:
         80,
         2,
     ]
+
+
+class StuckSocket:
+    """A browser socket whose peer never reads: the first send never completes."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.sent: list[str | bytes] = []
+        self.close_code: int | None = None
+        self._never = asyncio.Event()
+
+    async def send_str(self, data: str) -> None:
+        self.sent.append(data)
+        await self._never.wait()
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(data)
+        await self._never.wait()
+
+    async def close(self, *, code: int, message: bytes) -> None:
+        self.closed = True
+        self.close_code = code
+
+
+async def test_a_browser_that_never_reads_is_disconnected_not_buffered() -> None:
+    socket = StuckSocket()
+    out = Outbound(socket)  # type: ignore[arg-type]
+    out.json(type="first")
+    await asyncio.sleep(0)
+    for number in range(MAX_QUEUED):
+        out.json(type="event", number=number)
+    assert len(out._queue) == MAX_QUEUED
+    out.json(type="one too many")
+    assert len(out._queue) == 0  # dropped, and the socket is to be closed
+    out.binary(b"later")
+    assert len(out._queue) == 0
+    await out.stop()
+    assert socket.sent == ['{"type": "first"}']
