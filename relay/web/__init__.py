@@ -26,6 +26,7 @@ from aiohttp import web
 
 from ..state import RELAY
 from . import events, files, shell, signin, static
+from .outbound import OPEN_SOCKETS
 from .security import CSRF_KEY, cookie_auth_middleware, load_csrf_key, security_headers
 
 __all__ = ["cookie_auth_middleware", "setup_web"]
@@ -36,6 +37,7 @@ def setup_web(app: web.Application) -> None:
     relay = app[RELAY]
     app[CSRF_KEY] = load_csrf_key(relay.config.data_dir)
     app[files.OPEN_FILES] = {}
+    app[OPEN_SOCKETS] = {}
     app[files.WEB_TASKS] = files.WebTasks(relay)
     for module in (signin, static, events, shell, files):
         app.add_routes(module.routes)

@@ -30,7 +30,7 @@ async def events_socket(request: web.Request) -> web.StreamResponse:
         groups = set()
     ws = web.WebSocketResponse(max_msg_size=4096, heartbeat=30.0, compress=False)
     await ws.prepare(request)
-    out = Outbound(ws)
+    out = Outbound(ws, request)
 
     def watch(what: str, link: AgentLink) -> None:
         if groups is not None and link.group not in groups:

@@ -201,7 +201,7 @@ async def files_socket(request: web.Request) -> web.StreamResponse:
         raise InvalidMessage(f"the reason is limited to {MAX_REASON} characters")
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=30.0, compress=False)
     await ws.prepare(request)
-    out = Outbound(ws)
+    out = Outbound(ws, request)
     host = request.app[WEB_TASKS]
     files = WebFiles(host, user, device, reason, out)
     open_files: dict[str, WebFiles] = request.app[OPEN_FILES]

@@ -6,6 +6,9 @@ leg only queues (JSON control messages as text, terminal output as binary)
 and :class:`Outbound`'s task writes. What a queue may hold is bounded by the
 caller: terminal output by the leg's credit window; the rest is small, and a browser
 that lets ``MAX_QUEUED`` messages pile up is disconnected.
+
+Each one is listed under the sign-in (token) that opened it while it runs, so
+signing out closes the sockets that sign-in opened (:func:`close_sockets_of`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ..api.common import TOKEN_HASH_KEY
+
 log = logging.getLogger("helpline.web")
 
 #: Seconds a close waits for queued messages to be written.
@@ -29,11 +34,16 @@ MAX_QUEUED = 10_000
 
 
 class Outbound:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request | None = None) -> None:
         self.ws = ws
         self._queue: deque[str | bytes] = deque()
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
+        self._listed: set[Outbound] | None = None
+        if request is not None:  # listed under its sign-in while it runs
+            by_token = request.app[OPEN_SOCKETS]
+            self._listed = by_token.setdefault(request[TOKEN_HASH_KEY], set())
+            self._listed.add(self)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="web outbound")
 
     def json(self, **message: Any) -> None:
@@ -94,3 +104,18 @@ class Outbound:
                 await self._wake.wait()
         except (ConnectionError, RuntimeError) as exc:
             log.debug("browser socket gone: %s", exc)
+        finally:
+            if self._listed is not None:
+                self._listed.discard(self)
+
+
+#: The running browser sockets by the token hash of the sign-in that opened them.
+OPEN_SOCKETS: web.AppKey[dict[str, set[Outbound]]] = web.AppKey("web_open_sockets")
+
+
+def close_sockets_of(app: web.Application, token_hash: str) -> int:
+    """Close every socket a sign-in opened (it signed out); returns how many."""
+    sockets = app[OPEN_SOCKETS].pop(token_hash, set())
+    for out in list(sockets):
+        out.close_soon(1008, "signed out")
+    return len(sockets)

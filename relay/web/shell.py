@@ -138,7 +138,7 @@ async def shell_socket(request: web.Request) -> web.StreamResponse:
     cols, rows = dimension(query.get("cols"), 80), dimension(query.get("rows"), 24)
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=30.0, compress=False)
     await ws.prepare(request)
-    out = Outbound(ws)
+    out = Outbound(ws, request)
     leg = WebShellLeg(out, broker)
     params = {"pty": "1", "term": TERM, "cols": str(cols), "rows": str(rows)}
     session = await broker.request(user, device, "shell", reason, params, leg)

@@ -4,7 +4,8 @@
 ``/api/v1/login`` (same throttling, lockout and audit, in :mod:`relay.auth`) and
 answers with the session cookie instead of showing the token to the page.
 ``GET /web/session`` tells the page who is signed in and its CSRF token;
-``POST /web/logout`` revokes the token and clears the cookie.
+``POST /web/logout`` revokes the token, clears the cookie and closes the sockets
+that sign-in opened (its sessions end as if the technician left).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from protocol.errors import NotPermitted
 
 from ..api.common import TOKEN_HASH_KEY, client_address, read_json, text, user_of
 from ..state import RELAY
+from .outbound import close_sockets_of
 from .security import COOKIE, csrf_token, same_origin
 
 routes = web.RouteTableDef()
@@ -68,6 +70,7 @@ async def web_session(request: web.Request) -> web.Response:
 @routes.post("/web/logout")
 async def web_logout(request: web.Request) -> web.Response:
     await request.app[RELAY].auth.logout(user_of(request), request[TOKEN_HASH_KEY])
+    close_sockets_of(request.app, request[TOKEN_HASH_KEY])  # its shells, files, events
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
     return response

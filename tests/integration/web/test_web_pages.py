@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from ..conftest import wait_for
 from .conftest import WebRig, sign_in
 from .test_web_console import wait_for_line
 
@@ -30,6 +31,9 @@ def signed_in(
 def test_an_ended_sign_in_sends_the_page_back_to_sign_in(web: WebRig) -> None:
     page = signed_in(web, "expiring")
     expect(page.locator("#devices")).to_be_visible()
+    shell = page.context.new_page()  # another tab of the same sign-in
+    shell.goto("/#/shell/demo-agent")
+    expect(shell.locator("#shell-status")).to_contain_text("Connected to demo-agent")
     # The token goes away under the page (expired, or signed out in another tab).
     revoked = page.evaluate(
         """async () => {
@@ -40,6 +44,15 @@ def test_an_ended_sign_in_sends_the_page_back_to_sign_in(web: WebRig) -> None:
         }"""
     )
     assert revoked == 200
+    # Signing out closes what that sign-in opened: the shell ends as a technician lost.
+    expect(shell.locator("#shell-status")).to_have_text("The connection to the relay was lost.")
+
+    def ended() -> bool:
+        listed = web.api("GET", "/api/v1/sessions?limit=20")["sessions"]
+        mine = [s for s in listed if s["username"] == "expiring"]
+        return bool(mine) and mine[0]["end_reason"] == "technician lost"
+
+    wait_for(ended, what="the signed-out technician's session to end")
     page.click("#nav a[data-nav=Sessions]")
     expect(page.locator("#login-message")).to_have_text(
         "Your session has ended (it expired or was signed out). Sign in again."
