@@ -65,8 +65,8 @@ def build_app(state: RelayState) -> web.Application:
     app[RELAY] = state
     for module in (session, devices, admin, audit, enrol, sessions, agents, consoles):
         app.add_routes(module.routes)
-    setup_web(app)
     app.on_shutdown.append(_close_links)
+    setup_web(app)  # after _close_links: sessions end as "relay shutdown", then sockets close
     return app
 
 

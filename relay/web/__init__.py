@@ -42,3 +42,13 @@ def setup_web(app: web.Application) -> None:
     for module in (signin, static, events, shell, files):
         app.add_routes(module.routes)
     app.on_response_prepare.append(security_headers)
+    app.on_shutdown.append(_close_sockets)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """The relay is stopping: close every browser socket now (the pages reconnect to the
+    next relay) rather than let the server wait for them."""
+    for sockets in list(app[OPEN_SOCKETS].values()):
+        for out in list(sockets):
+            out.close_soon(1001, "relay shutting down")
+    await app[files.WEB_TASKS].stop()

@@ -125,6 +125,13 @@ class WebTasks:
         task.add_done_callback(self._reap)
         return task
 
+    async def stop(self) -> None:
+        """Cancel what still runs (the relay is stopping) and wait for it."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _reap(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
