@@ -18,11 +18,13 @@ download manager and upload progress work:
   browser reports as a failed download, never as a good file). A browser
   resuming a cut download (``Range`` + ``If-Range``) gets the rest of the file,
   still verified whole on the relay.
-* ``POST /web/files/{handle}/upload?path=P`` (CSRF token, ``X-Content-SHA256``
-  of the page's file) spools the body, checks its SHA-256 against the page's,
-  then pushes it: the device resumes after a prefix it already holds when the
-  hashes of that prefix match, writes to a temporary name and renames it only
-  once the SHA-256 of the whole file matches (the CLI's rules).
+* ``POST /web/files/{handle}/upload?path=P`` (CSRF token, and the page's
+  ``X-Content-SHA256`` of the file when it could hash it: files up to 256 MiB,
+  which the browser must hold in memory to hash) spools the body, checks its
+  SHA-256 against the page's, then pushes it: the device resumes after a
+  prefix it already holds when the hashes of that prefix match, writes to a
+  temporary name and renames it only once the SHA-256 of the whole file
+  matches (the CLI's rules).
 
 ``handle`` names one open files socket of the signed-in user.
 """
@@ -321,8 +323,8 @@ async def upload(request: web.Request) -> web.Response:
     files = _open_files(request)
     path = _path(request.query.get("path"))
     expected = request.headers.get("X-Content-SHA256", "").lower()
-    if len(expected) != 64:
-        raise InvalidMessage("X-Content-SHA256 (the file's SHA-256 in hex) is required")
+    if expected and (len(expected) != 64 or not all(c in "0123456789abcdef" for c in expected)):
+        raise InvalidMessage("X-Content-SHA256 must be a SHA-256 in hex")
     try:
         spooled = await files.new_upload(path, 0o644, time.time_ns())
     except SpoolFull as full:
@@ -334,7 +336,7 @@ async def upload(request: web.Request) -> web.Response:
             hasher.update(chunk)
             await spooled.write(offset, chunk)
             offset += len(chunk)
-        if not hmac.compare_digest(hasher.hexdigest(), expected):
+        if expected and not hmac.compare_digest(hasher.hexdigest(), expected):
             raise InvalidMessage(
                 "the upload arrived damaged (its SHA-256 differs from the page's); nothing was"
                 " written on the device"

@@ -65,6 +65,27 @@ def test_damaged_upload_is_refused_and_nothing_is_written(web: WebRig) -> None:
     assert message.startswith("the upload arrived damaged")
     assert not (web.files_root / "damaged.bin").exists()
     assert not list(web.files_root.glob(".*damaged*"))
+    answers = page.evaluate(
+        """async () => {
+            const csrf = (await (await fetch('/web/session')).json()).csrf;
+            const send = async (headers) => {
+                const response = await fetch(
+                    `/web/files/${window.__filesHandle}/upload?path=plain.txt`,
+                    {method: 'POST', body: 'plain bytes',
+                     headers: {'X-CSRF-Token': csrf, ...headers}});
+                return [response.status, await response.json()];
+            };
+            return [await send({'X-Content-SHA256': 'not-hex'}), await send({})];
+        }"""
+    )
+    (bad_status, bad), (plain_status, plain) = answers
+    assert bad_status == 400
+    assert bad["error"]["message"] == "X-Content-SHA256 must be a SHA-256 in hex"
+    # Without the page's hash (a file too large to hash in a browser) the relay and the
+    # device still check what arrived.
+    assert plain_status == 200
+    assert plain["sha256"] == hashlib.sha256(b"plain bytes").hexdigest()
+    assert (web.files_root / "plain.txt").read_bytes() == b"plain bytes"
     # The session is unharmed: the page still lists the directory.
     page.click("#up")
     expect(page.locator("#files-status")).to_contain_text("Connected to demo-agent")

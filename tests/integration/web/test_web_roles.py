@@ -47,6 +47,10 @@ def test_admin_creates_a_technician_and_an_enrolment_token(web: WebRig) -> None:
     expect(page.locator("#admin-message")).to_have_text("Enrolment token created.")
     expect(page.locator("#secret-text")).to_contain_text("helpline-agent enroll")
     command = page.locator("#secret-text").inner_text()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web.url)
+    page.click("#admin-secret button:text-is('Copy')")
+    expect(page.locator("#admin-secret button", has_text="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == command
     assert command.startswith(f"helpline-agent enroll https://127.0.0.1:{web.relay.port} --token ")
     assert web.relay.ca_fingerprint in command
     tokens = web.api("GET", "/api/v1/enrolment-tokens")["tokens"]
