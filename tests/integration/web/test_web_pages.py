@@ -149,6 +149,12 @@ def test_admin_locks_unlocks_resets_totp_moves_and_revokes(web: WebRig) -> None:
     web.user("dave", "technician")
     web.api("POST", "/api/v1/groups", {"name": "branch-office"})
     spare = web.start_agent("spare-pc")
+
+    def spare_online() -> bool:
+        listed = web.api("GET", "/api/v1/devices")["devices"]
+        return any(d["name"] == "spare-pc" and d["online"] for d in listed)
+
+    wait_for(spare_online, what="spare-pc online")  # the admin page lists, it does not push
     page = web.admin_page()
     page.goto("/#/admin")
     user = page.locator("#users tr[data-user=dave]")
