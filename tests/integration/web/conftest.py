@@ -41,6 +41,8 @@ CHROMIUM = os.environ.get("HELPLINE_CHROMIUM", "/usr/bin/chromium")
 #: Where the README's screenshots are written (by test_web_screenshots).
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "console" / "web" / "screenshots"
 TIMEOUT_MS = 20_000
+# Waits are bounded but generous: the machine may be busy (2 cores shared by everything).
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @dataclass
