@@ -199,6 +199,9 @@ async def _serve_request(files: WebFiles, raw: str) -> None:
         files.out.json(id=request_id, ok=False, message=error.message)
     except FilesError as error:
         files.out.json(id=request_id, ok=False, code=error.code, message=error.message)
+    except Exception:
+        log.exception("web files request failed")
+        files.out.json(id=request_id, ok=False, message="internal error in the relay")
 
 
 @routes.get("/web/ws/files")
