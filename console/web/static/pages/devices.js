@@ -6,7 +6,7 @@ import { deviceEvents } from "../lib/events.js";
 
 export async function render(root, ctx) {
   const devices = new Map();
-  const search = h("input", { id: "device-search", type: "search", placeholder: "name, hostname, OS, user" });
+  const search = h("input", { id: "device-search", type: "search", placeholder: "name, hostname, OS, user, version" });
   const group = h("select", { id: "device-group" }, h("option", { value: "" }, "all groups"));
   const state = h(
     "select",
@@ -26,7 +26,7 @@ export async function render(root, ctx) {
 
   function matches(device) {
     const inventory = device.inventory || {};
-    const haystack = [device.name, inventory.hostname, inventory.os, inventory.user, device.group]
+    const haystack = [device.name, inventory.hostname, inventory.os, inventory.user, inventory.agent_version, device.group]
       .filter(Boolean)
       .join(" ")
       .toLowerCase();
