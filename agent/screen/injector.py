@@ -1,4 +1,13 @@
-"""Replaying a technician's pointer and keys on this machine, with pynput.
+"""Replaying a technician's pointer and keys on this machine, with pynput and XTest.
+
+The pointer goes through pynput's mouse controller. Keys go through the XTest
+extension, as a physical keyboard's would (pynput does so for keys it knows by
+keysym; for characters it sends synthetic events to the focused window, which
+toolkits may ignore and which need a window manager to find the focus): the
+keysym comes from pynput's tables, the keycode from the server's keyboard
+mapping, and Shift is added when the character sits on the shifted level.
+Text is typed the same way, character by character; a character with no key
+on the device's layout is refused with a clear message.
 
 pynput connects to the display when it is imported, and its X connection
 belongs to one thread, so it is imported and used on a worker thread of its
@@ -32,17 +41,19 @@ class InputInjector:
         self.display = display if display is not None else os.environ.get("DISPLAY", "")
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="helpline-input")
         self._mouse: Any = None
-        self._keyboard: Any = None
+        self._x: Any = None
         self._held_keys: set[KeySpec] = set()
         self._held_buttons: set[str] = set()
 
     def _controllers(self) -> tuple[Any, Any]:
         if self._mouse is None:
-            os.environ.setdefault("DISPLAY", self.display)
-            from pynput import keyboard, mouse
+            if self.display and not os.environ.get("DISPLAY"):
+                os.environ["DISPLAY"] = self.display  # pynput reads it when imported
+            from pynput import mouse
+            from Xlib import display
 
-            self._mouse, self._keyboard = mouse.Controller(), keyboard.Controller()
-        return self._mouse, self._keyboard
+            self._mouse, self._x = mouse.Controller(), display.Display(self.display or None)
+        return self._mouse, self._x
 
     async def _run(self, function: Any, *args: Any) -> None:
         try:
@@ -71,9 +82,9 @@ class InputInjector:
     # -- on the input thread ----------------------------------------------------------------
 
     def _pointer(self, event: PointerInput, monitor: Monitor) -> None:
+        mouse, _x = self._controllers()
         from pynput.mouse import Button
 
-        mouse, _keyboard = self._controllers()
         left, top, width, height = monitor
         mouse.position = (
             left + min(max(event.x, 0), width - 1),
@@ -95,38 +106,66 @@ class InputInjector:
             mouse.release(button)
             self._held_buttons.discard(event.button)
 
-    def _resolve(self, spec: KeySpec) -> Any:
+    def _keysym(self, spec: KeySpec) -> int:
+        self._controllers()
+        from pynput._util.xorg import char_to_keysym
         from pynput.keyboard import Key
 
         kind, name = spec
-        return getattr(Key, name) if kind == "special" else name
+        if kind == "special":
+            return int(getattr(Key, name).value.vk)
+        return int(char_to_keysym(name))
+
+    def _fake(self, keycode: int, press: bool) -> None:
+        from Xlib import X
+        from Xlib.ext import xtest
+
+        _mouse, x = self._controllers()
+        xtest.fake_input(x, X.KeyPress if press else X.KeyRelease, keycode)
+        x.sync()
+
+    def _keycode(self, keysym: int, what: str) -> tuple[int, bool]:
+        """The keycode for ``keysym`` and whether it needs Shift."""
+        _mouse, x = self._controllers()
+        for keycode, index in x.keysym_to_keycodes(keysym):
+            return keycode, index % 2 == 1
+        raise InputError(f"cannot type {what}: no key for it on the device's keyboard layout")
 
     def _key(self, event: KeyInput) -> None:
         try:
             spec = key_for(event.code, event.key)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        _mouse, keyboard = self._controllers()
-        key = self._resolve(spec)
+        keycode, _shifted = self._keycode(self._keysym(spec), repr(event.code[:32]))
         if event.action in (KeyAction.DOWN, KeyAction.PRESS):
-            keyboard.press(key)
+            self._fake(keycode, True)
             self._held_keys.add(spec)
         if event.action in (KeyAction.UP, KeyAction.PRESS):
-            keyboard.release(key)
+            self._fake(keycode, False)
             self._held_keys.discard(spec)
 
     def _text(self, text: str) -> None:
-        _mouse, keyboard = self._controllers()
-        keyboard.type(text)
+        shift, _ = self._keycode(self._keysym(("special", "shift")), "Shift")
+        plan = []
+        for char in text:
+            spec = ("special", "enter") if char == "\n" else ("char", char)
+            plan.append(self._keycode(self._keysym(spec), repr(char)))
+        for keycode, shifted in plan:  # all or nothing: every character has a key
+            if shifted:
+                self._fake(shift, True)
+            self._fake(keycode, True)
+            self._fake(keycode, False)
+            if shifted:
+                self._fake(shift, False)
 
     def _release_all(self) -> None:
         if not (self._held_keys or self._held_buttons):
             return
+        mouse, _x = self._controllers()
         from pynput.mouse import Button
 
-        mouse, keyboard = self._controllers()
         for spec in list(self._held_keys):
-            keyboard.release(self._resolve(spec))
+            self._fake(self._keycode(self._keysym(spec), "a held key")[0], False)
         for button in list(self._held_buttons):
             mouse.release(getattr(Button, button))
         self._held_keys.clear()

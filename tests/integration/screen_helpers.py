@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,20 +91,28 @@ class DemoWindow:
             stderr=subprocess.DEVNULL,
             text=True,
         )
+        #: Every line the window printed so far (as read by wait_line).
+        self.printed: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read_lines, daemon=True).start()
         assert self.wait_line(lambda line: line == "ready") == "ready"
+
+    def _read_lines(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.strip())
 
     def wait_line(self, wanted: object, seconds: float = 20.0) -> str | None:
         """The first line printed that ``wanted(line)`` accepts; None after ``seconds``."""
-        assert self.process.stdout is not None
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
-            if ready:
-                line = self.process.stdout.readline().strip()
-                if not line and self.process.poll() is not None:
-                    return None
-                if wanted(line):  # type: ignore[operator]
-                    return line
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                return None
+            self.printed.append(line)
+            if wanted(line):  # type: ignore[operator]
+                return line
         return None
 
     def close(self) -> None:

@@ -5,13 +5,11 @@ directly, the real relay, agent and console. Every wait is bounded; nothing asse
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from PIL import Image
 
@@ -125,3 +123,130 @@ async def test_snapshot_cli_equals_what_xwd_reads(
             assert "no monitor 3" in bad.stderr
         finally:
             window.close()
+
+
+def centre(window: DemoWindow, box: tuple[int, int, int, int]) -> tuple[int, int]:
+    x, y, w, h = box
+    return window.x + x + w // 2, window.y + y + h // 2
+
+
+async def test_control_session_clicks_a_real_button_and_types_into_a_real_entry(
+    relay: RelayProcess, admin_client: HelplineClient, tmp_path: Path
+) -> None:
+    with (
+        xvfb() as display,
+        screen_agent(relay, tmp_path, "desk", display, ALLOW_SCREEN),
+    ):
+        window = DemoWindow(display, 60, 60)
+        try:
+            await wait_online(admin_client, "desk")
+            async with admin_client.connect() as console:
+                viewer = ScreenViewer(await console.open_session("desk", "control"))
+                await viewer.full_frame()
+                assert viewer.info is not None and viewer.info.control is True
+                await viewer.click(*centre(window, BUTTON))
+                assert await asyncio.to_thread(window.wait_line, lambda line: line == "clicked")
+                await viewer.click(*centre(window, ENTRY))
+                for code, action in [
+                    ("ShiftLeft", "down"),
+                    ("KeyH", "press"),
+                    ("ShiftLeft", "up"),
+                    ("KeyI", "press"),
+                    ("Space", "press"),
+                ]:
+                    await viewer.key(code, action)
+                await viewer.type_text("there, 42!")
+                typed = await asyncio.to_thread(
+                    window.wait_line, lambda line: line == "text Hi there, 42!"
+                )
+                assert typed == "text Hi there, 42!", window.printed
+                await viewer.key("NoSuchKey")
+                refusal = await viewer.next_refusal()
+                assert refusal.code == ErrorCode.INVALID_MESSAGE
+                assert "unknown key code 'NoSuchKey'" in refusal.message
+                await viewer.close()
+        finally:
+            window.close()
+
+
+async def test_input_in_a_view_session_is_refused_and_audited_then_control_is_asked_again(
+    relay: RelayProcess, admin_client: HelplineClient, tmp_path: Path
+) -> None:
+    with (
+        xvfb() as display,
+        screen_agent(relay, tmp_path, "desk", display, {"view": "allow", "control": "prompt"}),
+    ):
+        window = DemoWindow(display, 60, 60)
+        try:
+            await wait_online(admin_client, "desk")
+            async with admin_client.connect() as console:
+                viewer = ScreenViewer(await console.open_session("desk", "view"))
+                await viewer.full_frame()
+                assert viewer.info is not None and viewer.info.control is False
+                for _ in range(3):
+                    await viewer.click(*centre(window, BUTTON))
+                refusal = await viewer.next_refusal()
+                assert refusal.code == ErrorCode.NOT_PERMITTED
+                assert "viewing only" in refusal.message
+                # the session goes on: a full frame on request
+                await viewer.refresh()
+                await viewer.full_frame()
+                session_id = viewer.channel.session_id
+                refused = await audit_entries(admin_client, action="session.input.refused")
+                assert [e["details"]["session"] for e in refused] == [session_id]
+                assert refused[0]["details"]["input"] == "input.pointer"
+                # asking for control prompts the customer again: a real dialog on the screen
+                await viewer.request_control("to fix the printer")
+                dialog = await asyncio.to_thread(find_window, display, PROMPT_TITLE)
+                await asyncio.to_thread(click_allow, display, dialog)
+                info = await viewer.wait_info()
+                assert info.control is True
+                await viewer.click(*centre(window, BUTTON))
+                assert await asyncio.to_thread(window.wait_line, lambda line: line == "clicked")
+                await viewer.close()
+            granted = await audit_entries(admin_client, action="session.control.granted")
+            assert [e["details"]["session"] for e in granted] == [session_id]
+            end = await ended_record(admin_client, session_id)
+            assert end["state"] == "ended"
+            ends = await audit_entries(admin_client, action="session.end")
+            assert [e["details"].get("input_refused") for e in ends] == [
+                9
+            ]  # 3 clicks: move, down, up
+            # nothing of the refused clicks reached the window before control was granted
+            assert window.printed.count("clicked") == 1
+        finally:
+            window.close()
+
+
+def xdotool(display: str, *args: str) -> str:
+    result = subprocess.run(
+        ["xdotool", *args], env=x_env(display), capture_output=True, text=True, timeout=15
+    )
+    return result.stdout
+
+
+def find_window(display: str, title: str) -> str:
+    deadline = time.monotonic() + WITHIN
+    while time.monotonic() < deadline:
+        found = xdotool(display, "search", "--name", f"^{title}$").split()
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no window {title!r}")
+
+
+def click_allow(display: str, window: str) -> None:
+    """Click the prompt's Allow button (bottom right), again until the dialog is gone
+    (it ignores clicks for its first moments)."""
+    deadline = time.monotonic() + WITHIN
+    while time.monotonic() < deadline:
+        fields = dict(
+            line.split("=", 1)
+            for line in xdotool(display, "getwindowgeometry", "--shell", window).split()
+        )
+        if "WIDTH" not in fields:
+            return  # answered: the window is gone
+        x, y = int(fields["WIDTH"]) - EDGE - 6, int(fields["HEIGHT"]) - EDGE - 6
+        xdotool(display, "mousemove", "--window", window, str(x), str(y), "click", "1")
+        time.sleep(0.5)
+    raise AssertionError("the prompt did not take the click")
