@@ -32,7 +32,7 @@ def xvfb(*screen: str) -> Iterator[str]:
     read_end, write_end = os.pipe()
     server = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write_end), *(screen or ("-screen", "0", "1024x768x24"))]
-        + ["-nolisten", "tcp"],
+        + ["-nolisten", "tcp", "-noreset"],
         pass_fds=[write_end],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
