@@ -30,9 +30,10 @@ def xvfb(*screen: str) -> Iterator[str]:
     for program in ("Xvfb", "xdotool", "xwd", "xrandr"):
         assert shutil.which(program), f"{program} is missing (see .ci/run)"
     read_end, write_end = os.pipe()
+    # -noreset: the server keeps its state (RandR monitors) when its last client leaves
+    size = screen or ("-screen", "0", "1024x768x24")
     server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), *(screen or ("-screen", "0", "1024x768x24"))]
-        + ["-nolisten", "tcp", "-noreset"],
+        ["Xvfb", "-displayfd", str(write_end), *size, "-nolisten", "tcp", "-noreset"],
         pass_fds=[write_end],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -74,9 +74,7 @@ async def test_tk_window_arrives_pixel_exact_in_lossless_mode(
                 assert viewer.info is not None and viewer.info.control is False
                 assert viewer.info.monitors == ((0, 0, 1024, 768),)
                 # a change arrives as the changed tiles only, and still pixel-exact
-                subprocess.run(
-                    ["xdotool", "mousemove", "700", "500"], env=x_env(display), check=True
-                )
+                await asyncio.to_thread(xdotool, display, "mousemove", "700", "500")
                 moved = await viewer.next_frame()
                 assert moved.cursor == (700, 500)
                 await viewer.close()
