@@ -270,6 +270,11 @@ async def cmd_recordings_play(args: argparse.Namespace) -> int:
 
     async with _client() as client:
         data = await client.recording(await _resolve_recording(client, args.id))
+    if data.startswith(b'{"format": "helpline-screen"'):
+        raise CliError(
+            "that is a screen recording: see it with 'helpline recordings export ID"
+            " --at SECONDS FILE.png'"
+        )
     await asyncio.to_thread(
         play, data.decode("utf-8", errors="replace"), speed=args.speed, idle_limit=args.idle_limit
     )

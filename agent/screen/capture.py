@@ -3,7 +3,7 @@
 Monitors are those the X server reports through RandR 1.5 (``xrandr
 --listmonitors``: what desktops use, and what ``xrandr --setmonitor`` defines),
 falling back to mss's list where RandR says nothing. Pixels come from mss
-(MIT-SHM on X11) as a BGRA array that stays valid until the next grab.
+(MIT-SHM on X11) as a BGRA array of its own.
 
 Xlib and mss connections belong to the thread that made them, so every call
 goes through one worker thread owned by :class:`ScreenCapture`.
@@ -105,11 +105,12 @@ class ScreenCapture:
         return monitors
 
     async def grab(self, monitor: Monitor) -> tuple[np.ndarray, tuple[int, int]]:
-        """Pixels (BGRA, height x width x 4, a copy) and the pointer's desktop position."""
+        """Pixels (BGRA, height x width x 4; mss hands out a fresh buffer each time, kept
+        by the array) and the pointer's desktop position."""
 
         def run() -> tuple[np.ndarray, tuple[int, int]]:
             state = self._ensure()
-            return state.grab(monitor).copy(), state.pointer()
+            return state.grab(monitor), state.pointer()
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, run)

@@ -59,6 +59,7 @@ POLL_IDLE = 1 / 10
 IDLE_AFTER = 30  # unchanged polls before polling less often
 
 Send = Callable[[], Awaitable[None]]
+Grab = tuple[np.ndarray, tuple[int, int]]
 #: Asks the customer for control; returns True when granted (and reports the decision).
 AskControl = Callable[[str], Awaitable[bool]]
 
@@ -131,52 +132,68 @@ class ScreenStreamer:
         previous: np.ndarray | None = None
         last_cursor: tuple[int, int] | None = None
         idle = 0
-        while not self.closed:
-            waited = False
-            while self.seq - self.acked >= MAX_IN_FLIGHT and not self.closed:
-                waited = True
-                self._acks.clear()
-                await self._acks.wait()
-            if self.closed:
-                return
-            started = time.monotonic()
-            monitor = self.monitors[self.monitor]
-            full, self._full = self._full, False  # a request made from here on stays
-            frame, pointer = await self.capture.grab(monitor)
-            cursor = _relative(pointer, monitor)
-            grid = changed_grid(None if full else previous, frame)
-            if not full and not grid.any() and cursor == last_cursor:
-                idle += 1
-                self._wake.clear()
-                interval = POLL_IDLE if idle > IDLE_AFTER else POLL_ACTIVE
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
-                continue
-            idle = 0
-            fills, rects = plan_rectangles(frame, grid)
-            tiles = fills + await self.encoder.encode(frame, rects)
-            if self.closed:
-                return
-            self.seq += 1
-            record = encode_frame_record(
-                ScreenFrame(
-                    seq=self.seq,
-                    monitor=self.monitor,
-                    width=frame.shape[1],
-                    height=frame.shape[0],
-                    full=full,
-                    cursor=cursor,
-                    tiles=tuple(tiles),
+        # The next grab runs on the capture thread while this frame is encoded and sent.
+        ahead: asyncio.Task[Grab] | None = None
+        try:
+            while not self.closed:
+                waited = False
+                while self.seq - self.acked >= MAX_IN_FLIGHT and not self.closed:
+                    waited = True
+                    self._acks.clear()
+                    await self._acks.wait()
+                if self.closed:
+                    return
+                started = time.monotonic()
+                index = self.monitor
+                monitor = self.monitors[index]
+                full, self._full = self._full, False  # a request made from here on stays
+                if ahead is not None and (full or waited or ahead.get_name() != str(index)):
+                    ahead.cancel()  # stale: grabbed before a switch, or long ago
+                    ahead = None
+                frame, pointer = await (ahead or self._grab(index, monitor))
+                ahead = None
+                cursor = _relative(pointer, monitor)
+                grid = changed_grid(None if full else previous, frame)
+                if not full and not grid.any() and cursor == last_cursor:
+                    idle += 1
+                    self._wake.clear()
+                    interval = POLL_IDLE if idle > IDLE_AFTER else POLL_ACTIVE
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), interval)
+                    continue
+                idle = 0
+                ahead = asyncio.ensure_future(self._grab(index, monitor))
+                ahead.set_name(str(index))
+                fills, rects = plan_rectangles(frame, grid)
+                tiles = fills + await self.encoder.encode(frame, rects)
+                if self.closed:
+                    return
+                self.seq += 1
+                record = encode_frame_record(
+                    ScreenFrame(
+                        seq=self.seq,
+                        monitor=index,
+                        width=frame.shape[1],
+                        height=frame.shape[0],
+                        full=full,
+                        cursor=cursor,
+                        tiles=tuple(tiles),
+                    )
                 )
-            )
-            await self._send_data(record)
-            self.frames_sent += 1
-            self.bytes_sent += len(record)
-            self.encoder.adapt(waited)
-            previous, last_cursor = frame, cursor
-            pause = 1 / MAX_FPS - (time.monotonic() - started)
-            if pause > 0:
-                await asyncio.sleep(pause)
+                await self._send_data(record)
+                self.frames_sent += 1
+                self.bytes_sent += len(record)
+                self.encoder.adapt(waited)
+                previous, last_cursor = frame, cursor
+                pause = 1 / MAX_FPS - (time.monotonic() - started)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+
+    async def _grab(self, index: int, monitor: Monitor) -> Grab:
+        return await self.capture.grab(monitor)
 
     async def _send_data(self, data: bytes) -> None:
         view = memoryview(data)
