@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import signal
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from agent.screen.streamer import MAX_IN_FLIGHT
 from console.client import HelplineClient
-from console.screen import ScreenViewer
+from console.screen import ScreenViewer, render_recording_at
 from protocol import ChannelOpened, Heartbeat, HeartbeatAck
 from protocol.errors import ErrorCode
 from protocol.frames import FrameKind, encode_frame
@@ -303,3 +304,38 @@ async def test_input_from_the_agent_and_screen_info_from_a_console_are_refused(
         closed = await link.wait_closed()
         assert [g.code for g in closed.goodbyes] == [ErrorCode.UNEXPECTED_MESSAGE]
         assert "a console may not send screen.info" in closed.goodbyes[0].message
+
+
+async def test_relay_killed_mid_screen_session_leaves_a_replayable_prefix_sealed_on_restart(
+    relay: RelayProcess, admin_client: HelplineClient, tmp_path: Path
+) -> None:
+    with xvfb() as display:
+        window = DemoWindow(display, 10, 10)
+        try:
+            with screen_agent(relay, tmp_path, "desk", display, ALLOW_SCREEN):
+                await wait_online(admin_client, "desk")
+                async with admin_client.connect() as console:
+                    channel = await console.open_session(
+                        "desk", "view", params={"mode": "lossless"}
+                    )
+                    seen = await ScreenViewer(channel).full_frame()
+                    assert relay.process is not None
+                    relay.process.send_signal(signal.SIGKILL)
+                    relay.process.wait(10)
+                    closed = await asyncio.wait_for(channel.wait_closed(), WITHIN)
+                assert closed.code == 1006
+                path = relay.data_dir / "recordings" / f"{channel.session_id}.screen"
+                crashed = path.read_bytes()
+                assert same_pixels(render_recording_at(crashed, 1e9), seen)
+                relay.process = None
+                relay.start()
+                record = await ended_record(admin_client, channel.session_id)
+                assert (record["state"], record["end_reason"]) == ("ended", "relay restarted")
+                ends = await audit_entries(admin_client, action="session.end")
+                sealed = [e for e in ends if e["details"]["session"] == channel.session_id]
+                assert sealed[0]["details"]["recording"] == f"recordings/{path.name}"
+                assert (
+                    sealed[0]["details"]["recording_sha256"] == hashlib.sha256(crashed).hexdigest()
+                )
+        finally:
+            window.close()
