@@ -28,6 +28,7 @@ from protocol import Message
 from protocol.errors import ProtocolError
 from protocol.screen import (
     ControlRequest,
+    CursorShape,
     EncodingMode,
     KeyInput,
     PointerInput,
@@ -116,6 +117,9 @@ class ScreenViewer:
         self.refusals: asyncio.Queue[ScreenRefused] = asyncio.Queue()
         self.stats = ViewerStats()
         self.last_frame: ScreenFrame | None = None
+        #: The pointer's shape, when the device reports it (drawn at the frame's cursor
+        #: position minus its hot spot; not part of the picture).
+        self.cursor_shape: CursorShape | None = None
         self._parser = TileStreamParser()
         self._ready: list[ScreenFrame] = []
         self._info_changed = asyncio.Event()
@@ -165,7 +169,11 @@ class ScreenViewer:
 
     async def _feed(self, data: bytes) -> None:
         try:
-            self._ready.extend(self._parser.feed(data))
+            for item in self._parser.feed(data):
+                if isinstance(item, ScreenFrame):
+                    self._ready.append(item)
+                else:
+                    self.cursor_shape = item
         except ProtocolError as error:
             await self._fail(error)
             raise
@@ -251,8 +259,9 @@ def render_recording_at(data: bytes, seconds: float) -> Image.Image:
         if event.seconds > seconds:
             break
         if event.kind is EventKind.OUTPUT:
-            for frame in parser.feed(event.data):
-                canvas.apply(frame)
+            for item in parser.feed(event.data):
+                if isinstance(item, ScreenFrame):
+                    canvas.apply(item)
     if canvas.image is None:
         raise ScreenStreamError(f"the recording shows no screen by {seconds:g} seconds")
     return canvas.image

@@ -8,10 +8,12 @@ bytes, split into frames at any boundary). It is a sequence of records, all
 integers big-endian::
 
     record  = length:u32  body                  (length = size of body, in bytes)
-    body    = kind:u8  ...                      (kind 1 = frame; other kinds are refused)
+    body    = frame | cursor                    (by the first byte; other kinds are refused)
     frame   = kind:u8=1  flags:u8  monitor:u16  seq:u32  width:u16  height:u16
               cursor_x:u16  cursor_y:u16  tiles:u16  tile*tiles
     tile    = x:u16  y:u16  w:u16  h:u16  encoding:u8  size:u32  payload(size)
+    cursor  = kind:u8=2  serial:u32  hot_x:u16  hot_y:u16  width:u16  height:u16
+              size:u32  png(size)
 
 ``flags`` bit 0 (:data:`FULL`) marks a key frame: the picture is ``width`` x
 ``height`` and the tiles cover all of it (sent at start, after a monitor
@@ -22,6 +24,13 @@ pointer. ``encoding`` is one of :class:`TileEncoding`: ``fill`` is three bytes
 R, G, B for the whole rectangle; ``png``, ``jpeg`` and ``webp`` are image files
 a browser decodes natively (``createImageBitmap(new Blob([payload]))``) and
 draws at (``x``, ``y``). Every tile lies inside the frame.
+
+A ``cursor`` record gives the pointer's shape (where the platform tells it: the
+XFixes extension on X11) as an RGBA PNG of ``width`` x ``height`` (at most
+:data:`MAX_CURSOR` square) whose hot spot (``hot_x``, ``hot_y``) goes at the
+pointer position; it is sent before the first frame and whenever the shape
+changes (a new ``serial``). It is not part of the picture, and is not
+acknowledged.
 
 **Control messages** (msgpack, validated like every other message):
 
@@ -73,6 +82,7 @@ __all__ = [
     "FULL",
     "MAX_DIMENSION",
     "ControlRequest",
+    "CursorShape",
     "EncodingMode",
     "KeyAction",
     "KeyInput",
@@ -92,6 +102,7 @@ __all__ = [
     "Tile",
     "TileEncoding",
     "TileStreamParser",
+    "encode_cursor_record",
     "encode_frame_record",
     "input_message_types",
 ]
@@ -104,6 +115,12 @@ FULL = 0x01
 CURSOR_VISIBLE = 0x02
 _KNOWN_FLAGS = FULL | CURSOR_VISIBLE
 RECORD_FRAME = 1
+RECORD_CURSOR = 2
+#: Largest cursor edge, in pixels.
+MAX_CURSOR = 256
+_CURSOR = struct.Struct(">BIHHHHI")
+#: Largest cursor image: an uncompressed RGBA PNG of the largest cursor, and then some.
+_MAX_CURSOR_PNG = MAX_CURSOR * MAX_CURSOR * 4 + 4096
 _LENGTH = struct.Struct(">I")
 _FRAME = struct.Struct(">BBHIHHHHH")
 _TILE = struct.Struct(">HHHHBI")
@@ -176,6 +193,29 @@ class ScreenFrame:
     size: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class CursorShape:
+    serial: int
+    hot_x: int
+    hot_y: int
+    width: int
+    height: int
+    png: bytes
+
+
+def encode_cursor_record(cursor: CursorShape) -> bytes:
+    body = _CURSOR.pack(
+        RECORD_CURSOR,
+        cursor.serial,
+        cursor.hot_x,
+        cursor.hot_y,
+        cursor.width,
+        cursor.height,
+        len(cursor.png),
+    )
+    return _LENGTH.pack(len(body) + len(cursor.png)) + body + cursor.png
+
+
 def encode_frame_record(frame: ScreenFrame) -> bytes:
     """The wire bytes of ``frame`` (its ``size`` is ignored)."""
     flags = (FULL if frame.full else 0) | (CURSOR_VISIBLE if frame.cursor is not None else 0)
@@ -222,16 +262,19 @@ class TileStreamParser:
         self._tiles_left = 0
         self._tile: tuple[int, int, int, int, TileEncoding, int] | None = None
         self._record_size = 0
+        self._kind = b""
+        self._cursor: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
     @property
     def buffered(self) -> int:
         """Bytes held: partial headers plus the kept payloads of the frame in progress."""
         return len(self._buffer) + sum(len(t.payload) for t in self._tiles)
 
-    def feed(self, data: bytes) -> list[ScreenFrame]:
+    def feed(self, data: bytes) -> list[ScreenFrame | CursorShape]:
+        """The frames and cursor shapes ``data`` completed, in order."""
         return list(self._iter(memoryview(data)))
 
-    def _iter(self, view: memoryview) -> Iterator[ScreenFrame]:
+    def _iter(self, view: memoryview) -> Iterator[ScreenFrame | CursorShape]:
         while view:
             take = self._need - len(self._buffer)
             self._buffer += view[:take]
@@ -244,24 +287,59 @@ class TileStreamParser:
             if frame is not None:
                 yield frame
 
-    def _step(self, chunk: bytes) -> ScreenFrame | None:
+    def _step(self, chunk: bytes) -> ScreenFrame | CursorShape | None:
         if self._state == "length":
             (length,) = _LENGTH.unpack(chunk)
             if length > self.max_record:
                 raise LimitExceeded(
                     f"screen record of {length} bytes exceeds the limit of {self.max_record}"
                 )
-            if length < _FRAME.size:
-                raise ScreenStreamError(f"screen record of {length} bytes is too short")
+            if length == 0:
+                raise ScreenStreamError("empty screen record")
             self._left = length
             self._record_size = _LENGTH.size + length
-            self._state, self._need = "frame", _FRAME.size
+            self._state, self._need = "kind", 1
+            return None
+        if self._state == "kind":
+            header = {RECORD_FRAME: ("frame", _FRAME), RECORD_CURSOR: ("cursor", _CURSOR)}
+            if chunk[0] not in header:
+                raise ScreenStreamError(f"unknown screen record kind {chunk[0]}")
+            self._state, layout = header[chunk[0]]
+            if self._left < layout.size:
+                raise ScreenStreamError(f"screen record of {self._left} bytes is too short")
+            self._kind = chunk
+            self._need = layout.size - 1
             return None
         if self._state == "frame":
-            return self._frame_header(chunk)
+            return self._frame_header(self._kind + chunk)
+        if self._state == "cursor":
+            self._cursor_header(self._kind + chunk)
+            return None
+        if self._state == "cursor-png":
+            return self._cursor_png(chunk)
         if self._state == "tile":
             return self._tile_header(chunk)
         return self._payload(chunk)
+
+    def _cursor_header(self, chunk: bytes) -> None:
+        _kind, serial, hot_x, hot_y, width, height, size = _CURSOR.unpack(chunk)
+        self._consume(_CURSOR.size)
+        if not (0 < width <= MAX_CURSOR and 0 < height <= MAX_CURSOR):
+            raise ScreenStreamError(f"cursor of {width}x{height} pixels")
+        if hot_x >= width or hot_y >= height:
+            raise ScreenStreamError(f"cursor hot spot ({hot_x}, {hot_y}) outside the cursor")
+        if size == 0 or size != self._left:
+            raise ScreenStreamError("cursor record and image sizes differ")
+        if size > _MAX_CURSOR_PNG:
+            raise ScreenStreamError(f"cursor image of {size} bytes is too large")
+        self._consume(size)
+        self._cursor = (serial, hot_x, hot_y, width, height)
+        self._state, self._need = "cursor-png", size
+
+    def _cursor_png(self, chunk: bytes) -> CursorShape:
+        serial, hot_x, hot_y, width, height = self._cursor
+        self._state, self._need = "length", _LENGTH.size
+        return CursorShape(serial, hot_x, hot_y, width, height, chunk)
 
     def _consume(self, size: int) -> None:
         if size > self._left:
@@ -269,9 +347,7 @@ class TileStreamParser:
         self._left -= size
 
     def _frame_header(self, chunk: bytes) -> ScreenFrame | None:
-        kind, flags, monitor, seq, width, height, cx, cy, tiles = _FRAME.unpack(chunk)
-        if kind != RECORD_FRAME:
-            raise ScreenStreamError(f"unknown screen record kind {kind}")
+        _kind, flags, monitor, seq, width, height, cx, cy, tiles = _FRAME.unpack(chunk)
         if flags & ~_KNOWN_FLAGS:
             raise ScreenStreamError(f"unknown screen frame flags {flags:#x}")
         if width == 0 or height == 0:

@@ -3,7 +3,8 @@
 Monitors are those the X server reports through RandR 1.5 (``xrandr
 --listmonitors``: what desktops use, and what ``xrandr --setmonitor`` defines),
 falling back to mss's list where RandR says nothing. Pixels come from mss
-(MIT-SHM on X11) as a BGRA array of its own.
+(MIT-SHM on X11) as a BGRA array of its own; the pointer's position and shape
+from XFixes (falling back to the position alone).
 
 Xlib and mss connections belong to the thread that made them, so every call
 goes through one worker thread owned by :class:`ScreenCapture`.
@@ -12,16 +13,53 @@ goes through one worker thread owned by :class:`ScreenCapture`.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 log = logging.getLogger("helpline.agent.screen")
 
 Monitor = tuple[int, int, int, int]  # x, y, width, height
+
+
+@dataclass(frozen=True, slots=True)
+class CursorImage:
+    """The pointer's shape as XFixes gives it: premultiplied ARGB, one int per pixel."""
+
+    serial: int
+    hot_x: int
+    hot_y: int
+    width: int
+    height: int
+    argb: Sequence[int]
+
+    def png(self) -> bytes:
+        """The shape as an RGBA PNG (alpha no longer premultiplied)."""
+        pixels = np.asarray(self.argb, dtype=np.uint32).reshape(self.height, self.width)
+        alpha = (pixels >> 24).astype(np.uint16)
+        rgba = np.zeros((self.height, self.width, 4), dtype=np.uint8)
+        for channel, shift in enumerate((16, 8, 0)):
+            value = ((pixels >> shift) & 0xFF).astype(np.uint16)
+            straight = np.where(alpha > 0, value * 255 // np.maximum(alpha, 1), 0)
+            rgba[..., channel] = np.minimum(straight, 255)
+        rgba[..., 3] = alpha
+        out = io.BytesIO()
+        Image.fromarray(rgba, "RGBA").save(out, format="PNG")
+        return out.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class Pointer:
+    x: int
+    y: int
+    shape: CursorImage | None
 
 
 class CaptureError(RuntimeError):
@@ -37,6 +75,10 @@ class _ThreadState:
 
         self.grabber: Any = mss.MSS(display=display) if hasattr(mss, "MSS") else mss.mss()
         self.x = xdisplay.Display(display)
+        self.xfixes = False
+        if self.x.has_extension("XFIXES"):
+            self.x.xfixes_query_version()
+            self.xfixes = True
 
     def monitors(self) -> list[Monitor]:
         found: list[Monitor] = []
@@ -64,9 +106,21 @@ class _ThreadState:
         pixels = np.frombuffer(shot.raw, dtype=np.uint8)
         return pixels.reshape(shot.height, shot.width, 4)
 
-    def pointer(self) -> tuple[int, int]:
-        reply = self.x.screen().root.query_pointer()
-        return int(reply.root_x), int(reply.root_y)
+    def pointer(self) -> Pointer:
+        """The pointer's position, and its shape when XFixes tells it."""
+        if not self.xfixes:
+            reply = self.x.screen().root.query_pointer()
+            return Pointer(int(reply.root_x), int(reply.root_y), None)
+        image = self.x.xfixes_get_cursor_image(self.x.screen().root)
+        shape = CursorImage(
+            int(image.cursor_serial),
+            int(image.xhot),
+            int(image.yhot),
+            int(image.width),
+            int(image.height),
+            image.cursor_image,
+        )
+        return Pointer(int(image.x), int(image.y), shape)
 
     def close(self) -> None:
         self.grabber.close()
@@ -104,11 +158,11 @@ class ScreenCapture:
         monitors: list[Monitor] = await self._call("monitors")
         return monitors
 
-    async def grab(self, monitor: Monitor) -> tuple[np.ndarray, tuple[int, int]]:
+    async def grab(self, monitor: Monitor) -> tuple[np.ndarray, Pointer]:
         """Pixels (BGRA, height x width x 4; mss hands out a fresh buffer each time, kept
-        by the array) and the pointer's desktop position."""
+        by the array) and the pointer (desktop position, shape)."""
 
-        def run() -> tuple[np.ndarray, tuple[int, int]]:
+        def run() -> tuple[np.ndarray, Pointer]:
             state = self._ensure()
             return state.grab(monitor), state.pointer()
 

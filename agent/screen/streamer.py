@@ -28,7 +28,9 @@ import numpy as np
 from protocol import Connection, Message
 from protocol.errors import ErrorCode, UsageError
 from protocol.screen import (
+    MAX_CURSOR,
     ControlRequest,
+    CursorShape,
     EncodingMode,
     KeyInput,
     PointerInput,
@@ -40,10 +42,11 @@ from protocol.screen import (
     ScreenRefused,
     ScreenSelect,
     TextInput,
+    encode_cursor_record,
     encode_frame_record,
 )
 
-from .capture import CaptureError, Monitor, ScreenCapture
+from .capture import CaptureError, CursorImage, Monitor, Pointer, ScreenCapture
 from .injector import InputError, InputInjector
 from .tiles import TileEncoder, changed_grid, plan_rectangles
 
@@ -59,7 +62,7 @@ POLL_IDLE = 1 / 10
 IDLE_AFTER = 30  # unchanged polls before polling less often
 
 Send = Callable[[], Awaitable[None]]
-Grab = tuple[np.ndarray, tuple[int, int]]
+Grab = tuple[np.ndarray, Pointer]
 #: Asks the customer for control; returns True when granted (and reports the decision).
 AskControl = Callable[[str], Awaitable[bool]]
 
@@ -100,6 +103,7 @@ class ScreenStreamer:
         self.frames_sent = 0
         self.bytes_sent = 0
         self._full = True
+        self._cursor_serial = -1
         self._acks = asyncio.Event()
         self._credit = asyncio.Event()
         self._wake = asyncio.Event()
@@ -152,9 +156,10 @@ class ScreenStreamer:
                     ahead = None
                 frame, pointer = await (ahead or self._grab(index, monitor))
                 ahead = None
-                cursor = _relative(pointer, monitor)
+                cursor = _relative((pointer.x, pointer.y), monitor)
                 grid = changed_grid(None if full else previous, frame)
-                if not full and not grid.any() and cursor == last_cursor:
+                same_shape = pointer.shape is None or pointer.shape.serial == self._cursor_serial
+                if not full and not grid.any() and cursor == last_cursor and same_shape:
                     idle += 1
                     self._wake.clear()
                     interval = POLL_IDLE if idle > IDLE_AFTER else POLL_ACTIVE
@@ -180,6 +185,9 @@ class ScreenStreamer:
                         tiles=tuple(tiles),
                     )
                 )
+                shape = pointer.shape
+                if shape is not None and (full or shape.serial != self._cursor_serial):
+                    record = self._cursor_record(shape) + record
                 await self._send_data(record)
                 self.frames_sent += 1
                 self.bytes_sent += len(record)
@@ -191,6 +199,20 @@ class ScreenStreamer:
         finally:
             if ahead is not None:
                 ahead.cancel()
+
+    def _cursor_record(self, shape: CursorImage) -> bytes:
+        self._cursor_serial = shape.serial
+        if not (0 < shape.width <= MAX_CURSOR and 0 < shape.height <= MAX_CURSOR):
+            return b""  # no shape the viewer would accept: it keeps its own
+        cursor = CursorShape(
+            shape.serial & 0xFFFFFFFF,
+            min(shape.hot_x, shape.width - 1),
+            min(shape.hot_y, shape.height - 1),
+            shape.width,
+            shape.height,
+            shape.png(),
+        )
+        return encode_cursor_record(cursor)
 
     async def _grab(self, index: int, monitor: Monitor) -> Grab:
         return await self.capture.grab(monitor)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from protocol.screen import TileStreamParser
+from protocol.screen import ScreenFrame, TileStreamParser
 from tests.integration.screen_helpers import xvfb
 
 from .rig import DEVICE, HelplineRig
@@ -119,6 +119,8 @@ async def measure_session(rig: HelplineRig, mode: str, agent: psutil.Process) ->
                     raise RuntimeError("the session ended")
                 if isinstance(item, bytes):
                     for frame in parser.feed(item):
+                        if not isinstance(frame, ScreenFrame):
+                            continue  # a cursor shape
                         frames += 1
                         size += frame.size
                         await channel.send_message(_ack(frame.seq))

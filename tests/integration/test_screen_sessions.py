@@ -5,6 +5,7 @@ directly, the real relay, agent and console. Every wait is bounded; nothing asse
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
 import time
 from pathlib import Path
@@ -142,6 +143,19 @@ async def test_control_session_clicks_a_real_button_and_types_into_a_real_entry(
                 viewer = ScreenViewer(await console.open_session("desk", "control"))
                 await viewer.full_frame()
                 assert viewer.info is not None and viewer.info.control is True
+                # the pointer's shape comes with the first frame (XFixes), and follows it
+                arrow = viewer.cursor_shape
+                assert arrow is not None
+                with Image.open(io.BytesIO(arrow.png)) as shape:
+                    assert shape.mode == "RGBA" and shape.size == (arrow.width, arrow.height)
+                await viewer.pointer("move", *centre(window, ENTRY))
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + WITHIN
+                while viewer.cursor_shape is arrow or viewer.cursor_shape.serial == arrow.serial:
+                    assert loop.time() < deadline, "the pointer's shape never changed"
+                    await viewer.next_frame()
+                assert viewer.last_frame is not None
+                assert viewer.last_frame.cursor == centre(window, ENTRY)
                 await viewer.click(*centre(window, BUTTON))
                 assert await asyncio.to_thread(window.wait_line, lambda line: line == "clicked")
                 await viewer.click(*centre(window, ENTRY))

@@ -3,17 +3,20 @@ delivery, bounded buffering, and every malformed input refused with a clear erro
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
 
 from protocol.errors import ErrorCode, FrameError, LimitExceeded
 from protocol.screen import (
+    CursorShape,
     ScreenFrame,
     ScreenStreamError,
     Tile,
     TileEncoding,
     TileStreamParser,
+    encode_cursor_record,
     encode_frame_record,
     input_message_types,
 )
@@ -51,14 +54,20 @@ def sized(frame: ScreenFrame) -> ScreenFrame:
     )  # fmt: skip
 
 
+CURSOR = CursorShape(serial=9, hot_x=3, hot_y=15, width=4, height=16, png=b"cursor png")
+
+
 def test_round_trip_whole_and_byte_at_a_time() -> None:
     stream = b"".join(encode_frame_record(f) for f in (FULL, DELTA, POINTER_ONLY))
-    assert TileStreamParser().feed(stream) == [sized(FULL), sized(DELTA), sized(POINTER_ONLY)]
-    parser = TileStreamParser()
+    stream = encode_cursor_record(CURSOR) + stream
+    expected = [CURSOR, sized(FULL), sized(DELTA), sized(POINTER_ONLY)]
+    assert TileStreamParser().feed(stream) == expected
+    parser = TileStreamParser(keep_payloads=False)
     frames = []
     for i in range(len(stream)):
         frames += parser.feed(stream[i : i + 1])
-    assert frames == [sized(FULL), sized(DELTA), sized(POINTER_ONLY)]
+    assert [f.seq for f in frames if isinstance(f, ScreenFrame)] == [1, 2, 3]
+    assert frames[0] == CURSOR  # cursor images are small and always kept
     assert parser.buffered == 0
 
 
@@ -96,6 +105,19 @@ def raw_frame(
     return struct.pack(">I", len(body) + length_delta) + body
 
 
+def cursor_record(
+    *,
+    width: int = 16,
+    height: int = 16,
+    hot_x: int = 0,
+    hot_y: int = 0,
+    png: bytes = b"png",
+    extra: int = 0,
+) -> bytes:
+    body = struct.pack(">BIHHHHI", 2, 1, hot_x, hot_y, width, height, len(png)) + png
+    return struct.pack(">I", len(body) + extra) + body + b"\0" * extra
+
+
 BAD = {
     "unknown record kind": (raw_frame(kind=9), "unknown screen record kind 9"),
     "unknown flags": (raw_frame(flags=0x80), "unknown screen frame flags 0x80"),
@@ -108,7 +130,16 @@ BAD = {
     "unknown encoding": (raw_frame(tiles=[(0, 0, 10, 10, 7, b"x")]), "unknown tile encoding 7"),
     "fill of 4 bytes": (raw_frame(tiles=[(0, 0, 10, 10, 0, b"abcd")]), "holds 3 bytes, not 4"),
     "tile without data": (raw_frame(tiles=[(0, 0, 10, 10, 2, b"")]), "without data"),
-    "record too short": (struct.pack(">I", 3) + b"abc", "is too short"),
+    "record too short": (struct.pack(">I", 3) + b"\x01ab", "is too short"),
+    "cursor record too short": (struct.pack(">I", 3) + b"\x02ab", "is too short"),
+    "empty record": (struct.pack(">I", 0), "empty screen record"),
+    "cursor too wide": (cursor_record(width=257), "cursor of 257x16 pixels"),
+    "cursor of no height": (cursor_record(height=0), "cursor of 16x0 pixels"),
+    "hot spot outside": (cursor_record(hot_x=16), "hot spot (16, 0) outside"),
+    "hot spot below": (cursor_record(hot_y=16), "hot spot (0, 16) outside"),
+    "cursor without image": (cursor_record(png=b""), "sizes differ"),
+    "cursor image too long": (cursor_record(extra=2), "sizes differ"),
+    "cursor image too large": (cursor_record(png=b"p" * 300_000), "300000 bytes is too large"),
     "more tiles than the record": (raw_frame(length_delta=-3), "shorter than its tiles"),
     "more record than tiles": (raw_frame(length_delta=2) + b"\0\0", "longer than its tiles"),
     "fewer tiles than announced": (
@@ -122,7 +153,7 @@ BAD = {
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_malformed_streams_are_refused(name: str, keep: bool) -> None:
     data, needle = BAD[name]
-    with pytest.raises(ScreenStreamError, match=needle) as caught:
+    with pytest.raises(ScreenStreamError, match=re.escape(needle)) as caught:
         TileStreamParser(keep_payloads=keep).feed(encode_frame_record(FULL) + data)
     assert caught.value.code is ErrorCode.MALFORMED_FRAME
     assert isinstance(caught.value, FrameError)
