@@ -36,11 +36,9 @@ from protocol.errors import (
     HelplineError,
     NotFound,
     NotPermitted,
-    ProtocolError,
     UsageError,
 )
 from protocol.events import ChannelMessage
-from protocol.screen import ControlRequest, ScreenRefused
 from protocol.sessions import (
     ChannelEof,
     ConsentDecision,
@@ -58,7 +56,14 @@ from .links import AgentLink
 from .models import Device, SessionRecord, User, UserRole
 from .observers import GuardedObserver, SessionObserver, ShellRecording
 from .recorder import AsciicastRecorder
-from .screens import RECORDING_SUFFIX, SCREEN_KINDS, ScreenGuard, ScreenRecording
+from .screens import (
+    RECORDING_SUFFIX,
+    SCREEN_KINDS,
+    ScreenGuard,
+    ScreenRecording,
+    screen_input_allowed,
+    screen_stream_ok,
+)
 from .state import RelayState
 
 log = logging.getLogger("helpline.sessions")
@@ -268,7 +273,7 @@ class Broker:
                 session.to_tech.put("message", message)
                 await self._drain_to_tech(session)
         elif isinstance(event, ChannelData):
-            if session.screen is not None and not await self._screen_stream_ok(session, event.data):
+            if session.screen is not None and not await screen_stream_ok(self, session, event.data):
                 return
             session.bytes_from_device += len(event.data)
             session.observer.device_data(event.data)
@@ -372,7 +377,7 @@ class Broker:
 
     async def tech_message(self, session: Session, message: Message) -> None:
         """An application message for the device (a file request...)."""
-        if session.screen is not None and not await self._screen_allows(session, message):
+        if session.screen is not None and not await screen_input_allowed(self, session, message):
             return
         await session.observer.tech_message(message)
         session.to_agent.put("message", message)
@@ -390,54 +395,6 @@ class Broker:
         reason = "technician lost" if lost else "technician"
         await self._close_agent_leg(session, code, f"ended: {reason}")
         await self._finish(session, SessionState.ENDED, reason, "")
-
-    # -- screen sessions (see relay.screens) ---------------------------------------------------
-
-    async def _screen_allows(self, session: Session, message: Message) -> bool:
-        guard = session.screen
-        assert guard is not None
-        if guard.allows(message):
-            if isinstance(message, ControlRequest):
-                await self.relay.audit.record(
-                    session.user.username,
-                    "session.control.request",
-                    session.device.name,
-                    session=session.id,
-                )
-            return True
-        if guard.refused_inputs == 1:
-            await self.relay.audit.record(
-                session.user.username,
-                "session.input.refused",
-                session.device.name,
-                session=session.id,
-                input=message.TYPE,
-                reason="view session: the customer allowed viewing only",
-            )
-        refusal = ScreenRefused(
-            code=ErrorCode.NOT_PERMITTED,
-            message="input refused: the customer allowed viewing only (ask for control)",
-        )
-        session.to_tech.put("message", refusal)
-        await self._drain_to_tech(session)
-        return False
-
-    async def _screen_stream_ok(self, session: Session, data: bytes) -> bool:
-        assert session.screen is not None
-        try:
-            session.screen.check_stream(data)
-        except ProtocolError as error:
-            message = f"the device sent a malformed screen stream: {error.message}"[:1024]
-            await self.relay.audit.record(
-                session.device.name,
-                "session.stream.refused",
-                session.device.name,
-                session=session.id,
-                reason=error.message[:512],
-            )
-            await self._end_both(session, error.code, "malformed stream", message)
-            return False
-        return True
 
     # -- ending -----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
   audited (the first one in full, the rest counted in the session-end entry).
   It also checks the tile stream the agent sends (untrusted) with a
   :class:`~protocol.screen.TileStreamParser` that keeps no tile bytes.
+  :func:`screen_input_allowed` and :func:`screen_stream_ok` are the broker's hooks.
 * :class:`ScreenRecording`: the session recorded in the format of
   :mod:`protocol.screenrec` (``recordings/ID.screen``), flushed event by event,
   its SHA-256 sealed into the session-end audit entry.
@@ -18,12 +19,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol import Message
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.screen import (
     ControlRequest,
+    PointerAction,
+    PointerInput,
     ScreenAck,
+    ScreenRefused,
     TileStreamParser,
     input_message_types,
 )
@@ -32,6 +37,9 @@ from protocol.sessions import ConsentDecision, SessionKind
 
 from .observers import SessionObserver
 from .recorder import file_sha256
+
+if TYPE_CHECKING:
+    from .broker import Broker, Session
 
 SCREEN_KINDS = frozenset({SessionKind.VIEW, SessionKind.CONTROL})
 RECORDING_SUFFIX = ".screen"
@@ -65,6 +73,60 @@ class ScreenGuard:
         self.upgrade_requested = False
         self.controlling = decision.granted
         return decision.granted
+
+
+async def screen_input_allowed(broker: Broker, session: Session, message: Message) -> bool:
+    """Whether a technician's ``message`` may go on to the device; refused input is
+    answered (ScreenRefused) and audited here."""
+    guard = session.screen
+    assert guard is not None
+    if guard.allows(message):
+        if isinstance(message, ControlRequest):
+            await broker.relay.audit.record(
+                session.user.username,
+                "session.control.request",
+                session.device.name,
+                session=session.id,
+            )
+        return True
+    if guard.refused_inputs == 1:
+        await broker.relay.audit.record(
+            session.user.username,
+            "session.input.refused",
+            session.device.name,
+            session=session.id,
+            input=message.TYPE,
+            reason="view session: the customer allowed viewing only",
+        )
+    if isinstance(message, PointerInput) and message.action == PointerAction.MOVE:
+        return False  # counted, but a stream of moves is not answered move by move
+    refusal = ScreenRefused(
+        code=ErrorCode.NOT_PERMITTED,
+        message="input refused: the customer allowed viewing only (ask for control)",
+    )
+    session.to_tech.put("message", refusal)
+    await broker._drain_to_tech(session)
+    return False
+
+
+async def screen_stream_ok(broker: Broker, session: Session, data: bytes) -> bool:
+    """Whether the device's ``data`` keeps to the tile-stream format; if not, the session
+    ends (both legs) with the parser's reason, and that is audited."""
+    assert session.screen is not None
+    try:
+        session.screen.check_stream(data)
+    except ProtocolError as error:
+        message = f"the device sent a malformed screen stream: {error.message}"[:1024]
+        await broker.relay.audit.record(
+            session.device.name,
+            "session.stream.refused",
+            session.device.name,
+            session=session.id,
+            reason=error.message[:512],
+        )
+        await broker._end_both(session, error.code, "malformed stream", message)
+        return False
+    return True
 
 
 class ScreenRecording(SessionObserver):
