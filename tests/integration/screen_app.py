@@ -3,7 +3,8 @@
 Run as ``python tests/integration/screen_app.py X Y`` on the display under test. It
 puts its window at (X, Y) without decorations, prints ``ready`` once it is mapped,
 then one line per event: ``clicked`` when the button is pressed, ``text <value>``
-whenever the entry's text changes. ``animate`` as a third argument repaints a
+whenever the entry's text changes, ``wheel up``/``wheel down`` and ``drag X Y`` over
+the colour blocks. ``animate`` as a third argument repaints a
 square with a new colour every 20 ms (changing content for pacing tests).
 """
 
@@ -37,6 +38,10 @@ def main() -> None:
         canvas.create_rectangle(bx, by, bx + bw, by + bh, fill=colour, outline=colour)
     canvas.create_text(10, 90, anchor="nw", text="Helpline screen test 0123456789", fill="#000000")
     square = canvas.create_rectangle(300, 100, 400, 170, fill="#808080", outline="")
+    # X11 reports the wheel as buttons 4 (up) and 5 (down); a drag is motion with 1 held
+    canvas.bind("<Button-4>", lambda _e: print("wheel up", flush=True))
+    canvas.bind("<Button-5>", lambda _e: print("wheel down", flush=True))
+    canvas.bind("<B1-Motion>", lambda e: print(f"drag {e.x} {e.y}", flush=True))
 
     def clicked() -> None:
         print("clicked", flush=True)

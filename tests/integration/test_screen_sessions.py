@@ -172,6 +172,16 @@ async def test_control_session_clicks_a_real_button_and_types_into_a_real_entry(
                     window.wait_line, lambda line: line == "text Hi there, 42!"
                 )
                 assert typed == "text Hi there, 42!", window.printed
+                # the wheel, and a drag (button held while moving)
+                x0, y0 = window.x + 50, window.y + 30
+                await viewer.pointer("wheel", x0, y0, dy=-1)
+                assert await asyncio.to_thread(window.wait_line, lambda s: s == "wheel up")
+                await viewer.pointer("wheel", x0, y0, dy=2)
+                assert await asyncio.to_thread(window.wait_line, lambda s: s == "wheel down")
+                await viewer.pointer("down", x0, y0, "left")
+                await viewer.pointer("move", x0 + 40, y0 + 5)
+                await viewer.pointer("up", x0 + 40, y0 + 5, "left")
+                assert await asyncio.to_thread(window.wait_line, lambda s: s == "drag 90 35")
                 await viewer.key("NoSuchKey")
                 refusal = await viewer.next_refusal()
                 assert refusal.code == ErrorCode.INVALID_MESSAGE
