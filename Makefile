@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+WEB    := console/web
+WEB_STAMP := $(WEB)/node_modules/.installed-$(shell cat $(WEB)/package-lock.json | sha256sum | cut -c1-12)
 
 DATA   ?= .helpline
 LISTEN ?= 127.0.0.1:8443
@@ -14,7 +16,7 @@ URL    := https://$(LISTEN)
 
 .PHONY: install run test lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(WEB_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,13 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 	@echo "installed Helpline and its dependencies into $(VENV)"
+
+# The web console's browser libraries (xterm.js, asciinema-player) from the npm registry,
+# exactly as package-lock.json pins them; again only when the lock file changed.
+$(WEB_STAMP): $(WEB)/package-lock.json
+	@cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	@rm -f $(WEB)/node_modules/.installed-* && touch $@
+	@echo "installed the web console's browser libraries into $(WEB)/node_modules"
 
 # The relay on $(LISTEN) with an SQLite store and its own PKI in $(DATA)/relay, plus a demo
 # agent enrolled into it. Ctrl-C stops both.
@@ -63,4 +72,4 @@ bench: install
 	$(PY) -m tests.bench
 
 clean:
-	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache .coverage build *.egg-info
+	rm -rf $(VENV) $(WEB)/node_modules $(DATA) .pytest_cache .mypy_cache .ruff_cache .coverage build *.egg-info

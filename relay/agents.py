@@ -107,6 +107,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
                 "addresses": list(event.addresses),
             }
             await relay.store.update_device(device.id, inventory=inventory)
+            relay.presence.inventory_changed(link)
 
     try:
         await run_link(

@@ -25,6 +25,7 @@ from .sshgate import SshGateway, start_gateway
 from .state import RELAY, RelayState
 from .store import open_store
 from .tls import start_tls_server
+from .web import cookie_auth_middleware, setup_web
 
 log = logging.getLogger("helpline.relay")
 
@@ -58,11 +59,13 @@ async def build_state(config: RelayConfig) -> RelayState:
 
 def build_app(state: RelayState) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_REQUEST_BODY
+        middlewares=[errors_middleware, cookie_auth_middleware, auth_middleware],
+        client_max_size=MAX_REQUEST_BODY,
     )
     app[RELAY] = state
     for module in (session, devices, admin, audit, enrol, sessions, agents, consoles):
         app.add_routes(module.routes)
+    setup_web(app)
     app.on_shutdown.append(_close_links)
     return app
 

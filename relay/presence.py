@@ -2,11 +2,14 @@
 
 One live connection per device: a newer one replaces the older (an agent that
 lost its network reconnects before the relay noticed the old socket died).
-Consoles receive a ``DeviceStatus`` when a device they may see comes or goes.
+Consoles receive a ``DeviceStatus`` when a device they may see comes or goes;
+``watchers`` (the web console's event sockets) are called with ``("online" |
+"offline" | "inventory", link)``: they must not block.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from protocol import DeviceStatus
@@ -20,6 +23,7 @@ class Presence:
         self.agents: dict[str, AgentLink] = {}
         self.consoles: set[ConsoleLink] = set()
         self.watchdog = IdleWatchdog()
+        self.watchers: set[Callable[[str, AgentLink], None]] = set()
 
     def is_online(self, device_id: str) -> bool:
         return device_id in self.agents
@@ -45,7 +49,15 @@ class Presence:
         if link is not None:
             await link.close(code, message)
 
+    def inventory_changed(self, link: AgentLink) -> None:
+        self._tell_watchers("inventory", link)
+
+    def _tell_watchers(self, what: str, link: AgentLink) -> None:
+        for watcher in list(self.watchers):
+            watcher(what, link)
+
     async def _notify(self, agent: AgentLink, *, online: bool) -> None:
+        self._tell_watchers("online" if online else "offline", agent)
         status = DeviceStatus(device_id=agent.device_id, name=agent.name, online=online)
         for console in list(self.consoles):
             if console.may_see(agent.group) and not console.ws.closed:

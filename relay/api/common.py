@@ -97,8 +97,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /api/ path but the public ones needs a valid bearer token."""
-    if request.path.startswith("/api/") and request.path not in PUBLIC_PATHS:
+    """Every /api/ path but the public ones needs a valid bearer token (or the web
+    console's cookie, which :mod:`relay.web.cookies` checked before: ``USER_KEY`` is set)."""
+    if (
+        request.path.startswith("/api/")
+        and request.path not in PUBLIC_PATHS
+        and USER_KEY not in request
+    ):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:

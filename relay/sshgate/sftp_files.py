@@ -41,8 +41,8 @@ import hmac
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from protocol import Message
 from protocol.errors import ErrorCode
@@ -51,14 +51,12 @@ from protocol.files import FileDone, FileOp, FileReply, FileRequest
 from ..broker import Session
 from ..legs import TechnicianLeg
 from ..models import User
+from ..state import RelayState
 from .session import clean_line
 from .spool import SpoolFile, SpoolFull, check_room, spool_dir
 from .transfers import STALL_TIMEOUT, Download, FilesError, Upload
 
-if TYPE_CHECKING:
-    from .server import SshGateway
-
-__all__ = ["REASON", "DeviceFiles"]
+__all__ = ["REASON", "DeviceFiles", "TaskHost"]
 
 log = logging.getLogger("helpline.sshgate")
 
@@ -77,14 +75,24 @@ DECISION_TIMEOUT = 300.0
 REPLY_TIMEOUT = 120.0
 
 
+class TaskHost(Protocol):
+    """Who runs a files session's background tasks: the SSH gateway, or the web console."""
+
+    relay: RelayState
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], what: str) -> Any: ...
+
+
 class DeviceFiles(TechnicianLeg):
     """The files session behind one SFTP/SCP channel, and the requests made on it."""
 
     via = "ssh"
+    #: The session request's reason (audited, shown to the customer).
+    reason = REASON
 
     def __init__(
         self,
-        gateway: SshGateway,
+        gateway: TaskHost,
         user: User,
         device_key: str,
         *,
@@ -131,7 +139,9 @@ class DeviceFiles(TechnicianLeg):
                 await self.refused(None, "denied", ErrorCode.NOT_PERMITTED, "account disabled")
                 return
             self.user = user
-            session = await self.broker.request(user, self.device_key, "files", REASON, {}, self)
+            session = await self.broker.request(
+                user, self.device_key, "files", self.reason, {}, self
+            )
         except Exception:
             log.exception("files session request of %s failed", self.user.username)
             await self.refused(None, "failed", ErrorCode.INTERNAL, "internal error in the relay")
