@@ -3,7 +3,8 @@
 For every channel the relay opens, the agent asks :class:`~agent.consent.ConsentPolicy`
 (the agent is the authority: the relay cannot skip this), reports the decision,
 then accepts or rejects. A granted shell runs on a PTY; its output is sent as
-the channel's credit allows and input is acknowledged once written. The
+the channel's credit allows and input is acknowledged once written. A granted
+``view`` or ``control`` session streams the screen (:mod:`agent.screen`). The
 customer can end any session: from the notice window, or with
 ``helpline-agent sessions end``.
 """
@@ -11,6 +12,7 @@ customer can end any session: from the notice window, or with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -39,9 +41,14 @@ from protocol.sessions import (
 from .config import AgentConfig
 from .consent import ConsentPolicy, ConsentRequest, Notice
 from .files import FileRoots, FileService
+from .screen.capture import CaptureError
+from .screen.streamer import ScreenStreamer, parse_mode
 from .shell import ShellProcess, login_shell, session_environment, working_directory
 
 log = logging.getLogger("helpline.agent.sessions")
+
+#: Session kinds this agent offers.
+_KINDS = frozenset({SessionKind.SHELL, SessionKind.FILES, SessionKind.VIEW, SessionKind.CONTROL})
 
 Flush = Callable[[], Awaitable[None]]
 
@@ -63,6 +70,7 @@ class HostedSession:
     started: float = field(default_factory=time.time)
     shell: ShellProcess | None = None
     files: FileService | None = None
+    screen: ScreenStreamer | None = None
     notice: Notice | None = None
     credit: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -125,6 +133,9 @@ class SessionHost:
         if session.files is not None:
             await self._to_files(session, session.files, event)
             return
+        if session.screen is not None:
+            await self._to_screen(session, session.screen, event)
+            return
         if isinstance(event, ChannelData):
             if session.shell is not None:
                 # Queued now, so the input keeps its order with a later end of input.
@@ -153,6 +164,20 @@ class SessionHost:
             session.closed = True
             await self._teardown(session)
 
+    async def _to_screen(
+        self, session: HostedSession, screen: ScreenStreamer, event: Event
+    ) -> None:
+        if isinstance(event, ChannelMessage):
+            await screen.handle(event.message)
+        elif isinstance(event, CreditAvailable):
+            screen.credit_available()
+        elif isinstance(event, ChannelData):  # a viewer sends no data: drop it, keep the window
+            if self._conn is not None:
+                self._conn.acknowledge(session.channel, len(event.data))
+        elif isinstance(event, ChannelClosed):
+            session.closed = True
+            await self._teardown(session)
+
     async def _acknowledge_when_taken(
         self, session: HostedSession, taken: asyncio.Future[None], size: int
     ) -> None:
@@ -174,7 +199,7 @@ class SessionHost:
             reason=session.reason,
             device=self.config.name,
         )
-        if session.kind not in (SessionKind.SHELL, SessionKind.FILES):
+        if session.kind not in _KINDS:
             conn.reject_channel(
                 session.channel,
                 ErrorCode.NOT_PERMITTED,
@@ -207,6 +232,9 @@ class SessionHost:
             if session.notice is not None:
                 session.spawn(self._watch_notice(session, session.notice))
             return
+        if session.kind in (SessionKind.VIEW, SessionKind.CONTROL):
+            await self._start_screen(session, conn, params, request)
+            return
         try:
             session.shell = await self._start_shell(params)
         except OSError as exc:
@@ -222,6 +250,56 @@ class SessionHost:
         if session.notice is not None:
             session.spawn(self._watch_notice(session, session.notice))
         await self._pump_output(session, conn)
+
+    async def _start_screen(
+        self,
+        session: HostedSession,
+        conn: Connection,
+        params: dict[str, str],
+        request: ConsentRequest,
+    ) -> None:
+        async def ask_control(reason: str) -> bool:
+            upgrade = dataclasses.replace(
+                request, kind=SessionKind.CONTROL.value, reason=reason or request.reason
+            )
+            decision = await self.consent.decide(upgrade)
+            if session.closed or conn is not self._conn:
+                return False
+            conn.send_channel_message(
+                session.channel,
+                ConsentDecision(granted=decision.granted, how=decision.how, by=decision.by),
+            )
+            await self._send()
+            log.info(
+                "session %s: control %s", session.id, "granted" if decision.granted else "denied"
+            )
+            return decision.granted
+
+        try:
+            screen = ScreenStreamer(
+                conn,
+                session.channel,
+                self._send,
+                control=session.kind == SessionKind.CONTROL,
+                ask_control=ask_control,
+                monitor=_int(params, "monitor", 0) if params.get("monitor", "0") != "0" else 0,
+                mode=parse_mode(params.get("mode", "auto")),
+            )
+            await screen.start()
+        except CaptureError as exc:
+            log.warning("cannot show the screen: %s", exc)
+            conn.reject_channel(session.channel, ErrorCode.INTERNAL, "there is no screen to show")
+            self.sessions.pop(session.channel, None)
+            await self._send()
+            return
+        session.screen = screen
+        conn.accept_channel(session.channel)
+        await self._send()
+        log.info("%s session %s started for %s", session.kind, session.id, session.technician)
+        session.notice = await self.consent.notice(request)
+        if session.notice is not None:
+            session.spawn(self._watch_notice(session, session.notice))
+        await screen.run()
 
     async def _start_shell(self, params: dict[str, str]) -> ShellProcess:
         shell = self.config.shell or login_shell()
@@ -292,6 +370,8 @@ class SessionHost:
             await session.shell.terminate()
         if session.files is not None:
             await session.files.close()
+        if session.screen is not None:
+            await session.screen.close()
         if session.notice is not None:
             await session.notice.close()
         current = asyncio.current_task()

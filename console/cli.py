@@ -32,6 +32,7 @@ from .cli_files import (
     cmd_files_push,
     cmd_files_rm,
 )
+from .cli_screen import add_screen_commands, export_screen_at
 from .clicommon import CliError, logged_in_client
 from .client import HelplineClient
 from .credentials import Credentials, forget_credentials, load_credentials, save_credentials
@@ -279,6 +280,9 @@ async def cmd_recordings_export(args: argparse.Namespace) -> int:
     async with _client() as client:
         session_id = await _resolve_recording(client, args.id)
         data = await client.recording(session_id)
+    if args.at is not None:
+        print(await export_screen_at(data, args.at, args.file))
+        return 0
     await asyncio.to_thread(Path(args.file).write_bytes, data)
     print(f"wrote {len(data)} bytes of session {session_id} to {args.file}")
     return 0
@@ -446,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     kill.add_argument("session", help="session id (or a unique prefix)")
     kill.set_defaults(run=cmd_sessions_kill)
 
+    add_screen_commands(commands)
+
     recordings = commands.add_parser("recordings", help="session recordings (asciicast)")
     recordings_commands = recordings.add_subparsers(dest="recordings_command", required=True)
     recordings_list = recordings_commands.add_parser("list")
@@ -456,9 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--speed", type=float, default=1.0, help="2 = twice as fast")
     play.add_argument("--idle-limit", type=float, default=2.0, help="cap pauses at this many s")
     play.set_defaults(run=cmd_recordings_play)
-    export = recordings_commands.add_parser("export", help="save the .cast file")
+    export = recordings_commands.add_parser(
+        "export", help="save the recording file (.cast or .screen), or a screen at a moment"
+    )
     export.add_argument("id")
     export.add_argument("file")
+    export.add_argument(
+        "--at", type=float, help="screen recordings: write the screen at this second as PNG"
+    )
     export.set_defaults(run=cmd_recordings_export)
 
     keys = commands.add_parser("keys", help="your SSH public keys for the gateway")

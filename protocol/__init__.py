@@ -29,6 +29,7 @@ from .messages import (
     Message,
     Role,
 )
+from .screen import ScreenInfo, TileStreamParser
 from .sessions import (
     ChannelEof,
     ConsentDecision,
@@ -76,11 +77,13 @@ __all__ = [
     "Message",
     "ProtocolError",
     "Role",
+    "ScreenInfo",
     "SessionKind",
     "SessionRequest",
     "SessionState",
     "SessionStatus",
     "TerminalResize",
+    "TileStreamParser",
     "UsageError",
     "error_from_code",
 ]

@@ -31,8 +31,16 @@ from protocol import (
     Event,
     Message,
 )
-from protocol.errors import ErrorCode, HelplineError, NotFound, NotPermitted, UsageError
+from protocol.errors import (
+    ErrorCode,
+    HelplineError,
+    NotFound,
+    NotPermitted,
+    ProtocolError,
+    UsageError,
+)
 from protocol.events import ChannelMessage
+from protocol.screen import ControlRequest, ScreenRefused
 from protocol.sessions import (
     ChannelEof,
     ConsentDecision,
@@ -50,6 +58,7 @@ from .links import AgentLink
 from .models import Device, SessionRecord, User, UserRole
 from .observers import GuardedObserver, SessionObserver, ShellRecording
 from .recorder import AsciicastRecorder
+from .screens import RECORDING_SUFFIX, SCREEN_KINDS, ScreenGuard, ScreenRecording
 from .state import RelayState
 
 log = logging.getLogger("helpline.sessions")
@@ -57,7 +66,9 @@ log = logging.getLogger("helpline.sessions")
 #: Longest reason or parameter (a command...) a session request may carry.
 MAX_PARAM_LENGTH = 1024
 #: Kinds this relay brokers today.
-SUPPORTED_KINDS = frozenset({SessionKind.SHELL, SessionKind.FILES})
+SUPPORTED_KINDS = frozenset({SessionKind.SHELL, SessionKind.FILES, *SCREEN_KINDS})
+#: Request parameters passed on to the agent.
+AGENT_PARAMS = ("term", "cols", "rows", "command", "pty", "monitor", "mode")
 #: End reasons, as audited, by ChannelClose code from the agent's side.
 _AGENT_END_REASONS = {
     EndCode.CUSTOMER: "customer",
@@ -87,6 +98,7 @@ class Session:
     exit_code: int | None = None
     consent: str | None = None
     observer: SessionObserver = field(default_factory=SessionObserver)
+    screen: ScreenGuard | None = None
     ending: tuple[str, int, str] | None = None  # (reason, code, message) once the agent closed
     ended: bool = False
 
@@ -165,6 +177,8 @@ class Broker:
         session = Session(
             session_id, channel, kind, user, device, reason, dict(params), agent, tech
         )
+        if kind in SCREEN_KINDS:
+            session.screen = ScreenGuard(kind)
         self.sessions[session_id] = session
         self._channels[channel] = session
         await relay.store.create_session(
@@ -199,7 +213,7 @@ class Broker:
             )
             return None
         agent_params = {
-            **{k: v for k, v in params.items() if k in ("term", "cols", "rows", "command", "pty")},
+            **{k: v for k, v in params.items() if k in AGENT_PARAMS},
             "session": session_id,
             "technician": user.username,
             "technician_name": user.full_name,
@@ -234,6 +248,14 @@ class Broker:
                     how=message.how,
                     technician=session.user.username,
                 )
+                if session.screen is not None and session.screen.consent(message):
+                    await self.relay.audit.record(
+                        message.by or session.device.name,
+                        "session.control.granted",
+                        session.device.name,
+                        session=session.id,
+                        technician=session.user.username,
+                    )
             elif isinstance(message, ExitStatus):
                 session.exit_code = message.code
                 session.to_tech.put("exit", (message.code, message.signal))
@@ -246,6 +268,8 @@ class Broker:
                 session.to_tech.put("message", message)
                 await self._drain_to_tech(session)
         elif isinstance(event, ChannelData):
+            if session.screen is not None and not await self._screen_stream_ok(session, event.data):
+                return
             session.bytes_from_device += len(event.data)
             session.observer.device_data(event.data)
             session.to_tech.put("data", event.data)
@@ -304,6 +328,15 @@ class Broker:
                 record_input=config.recording.record_input,
             )
             return ShellRecording(recorder, config.data_dir)
+        if session.screen is not None:
+            return ScreenRecording(
+                config.data_dir / "recordings" / f"{session.id}{RECORDING_SUFFIX}",
+                config.data_dir,
+                session_id=session.id,
+                technician=session.user.username,
+                device=session.device.name,
+                kind=session.kind,
+            )
         if session.kind == SessionKind.FILES:
             copies = (
                 config.data_dir / "recordings" / session.id if config.recording.keep_files else None
@@ -339,6 +372,8 @@ class Broker:
 
     async def tech_message(self, session: Session, message: Message) -> None:
         """An application message for the device (a file request...)."""
+        if session.screen is not None and not await self._screen_allows(session, message):
+            return
         await session.observer.tech_message(message)
         session.to_agent.put("message", message)
         await self._drain_to_agent(session)
@@ -355,6 +390,54 @@ class Broker:
         reason = "technician lost" if lost else "technician"
         await self._close_agent_leg(session, code, f"ended: {reason}")
         await self._finish(session, SessionState.ENDED, reason, "")
+
+    # -- screen sessions (see relay.screens) ---------------------------------------------------
+
+    async def _screen_allows(self, session: Session, message: Message) -> bool:
+        guard = session.screen
+        assert guard is not None
+        if guard.allows(message):
+            if isinstance(message, ControlRequest):
+                await self.relay.audit.record(
+                    session.user.username,
+                    "session.control.request",
+                    session.device.name,
+                    session=session.id,
+                )
+            return True
+        if guard.refused_inputs == 1:
+            await self.relay.audit.record(
+                session.user.username,
+                "session.input.refused",
+                session.device.name,
+                session=session.id,
+                input=message.TYPE,
+                reason="view session: the customer allowed viewing only",
+            )
+        refusal = ScreenRefused(
+            code=ErrorCode.NOT_PERMITTED,
+            message="input refused: the customer allowed viewing only (ask for control)",
+        )
+        session.to_tech.put("message", refusal)
+        await self._drain_to_tech(session)
+        return False
+
+    async def _screen_stream_ok(self, session: Session, data: bytes) -> bool:
+        assert session.screen is not None
+        try:
+            session.screen.check_stream(data)
+        except ProtocolError as error:
+            message = f"the device sent a malformed screen stream: {error.message}"[:1024]
+            await self.relay.audit.record(
+                session.device.name,
+                "session.stream.refused",
+                session.device.name,
+                session=session.id,
+                reason=error.message[:512],
+            )
+            await self._end_both(session, error.code, "malformed stream", message)
+            return False
+        return True
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -446,6 +529,8 @@ class Broker:
             details["message"] = message
         if session.exit_code is not None:
             details["exit_code"] = session.exit_code
+        if session.screen is not None and session.screen.refused_inputs:
+            details["input_refused"] = session.screen.refused_inputs
         if recording is not None:
             details["recording"] = recording
             details["recording_sha256"] = sha256

@@ -17,7 +17,11 @@ async def seal_interrupted_sessions(relay: RelayState) -> int:
     for record in await relay.store.list_sessions(limit=10_000, unfinished=True):
         sha256 = None
         if record.recording is None:
-            path = relay.config.data_dir / "recordings" / f"{record.id}.cast"
+            candidates = [
+                relay.config.data_dir / "recordings" / f"{record.id}{suffix}"
+                for suffix in (".cast", ".screen")
+            ]
+            path = next((p for p in candidates if p.exists()), candidates[0])
             recording = str(path.relative_to(relay.config.data_dir)) if path.exists() else None
         else:
             recording = record.recording

@@ -84,11 +84,12 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     path = (relay.config.data_dir / record.recording).resolve()
     if relay.config.data_dir.resolve() not in path.parents or not path.is_file():
         raise NotFound("recording file missing")
+    kind = "x-helpline-screen" if path.suffix == ".screen" else "x-asciicast"
     return web.FileResponse(
         path,
         headers={
-            "Content-Type": "application/x-asciicast",
-            "Content-Disposition": f'attachment; filename="{record.id}.cast"',
+            "Content-Type": f"application/{kind}",
+            "Content-Disposition": f'attachment; filename="{record.id}{path.suffix}"',
         },
     )
 

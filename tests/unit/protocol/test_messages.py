@@ -37,6 +37,18 @@ from protocol.messages import (
     decode_message,
     message_types,
 )
+from protocol.screen import (
+    ControlRequest,
+    KeyInput,
+    PointerInput,
+    ScreenAck,
+    ScreenInfo,
+    ScreenMode,
+    ScreenRefresh,
+    ScreenRefused,
+    ScreenSelect,
+    TextInput,
+)
 from protocol.sessions import (
     ChannelEof,
     ConsentDecision,
@@ -47,6 +59,18 @@ from protocol.sessions import (
 )
 
 LIMITS = Limits()
+SCREEN_TYPES = {
+    "screen.info",
+    "screen.refused",
+    "screen.ack",
+    "screen.select",
+    "screen.mode",
+    "screen.refresh",
+    "screen.control",
+    "input.pointer",
+    "input.key",
+    "input.text",
+}
 
 #: One fully populated instance of every registered message type.
 SAMPLES: dict[str, Message] = {
@@ -111,6 +135,18 @@ SAMPLES: dict[str, Message] = {
         more=True,
     ),
     "file.done": FileDone(id=3, size=10, sha256="01" * 32),
+    "screen.info": ScreenInfo(
+        monitors=((0, 0, 1920, 1080), (-1280, 0, 1280, 1024)), monitor=1, mode="lossy", control=True
+    ),
+    "screen.refused": ScreenRefused(code=4403, message="viewing only"),
+    "screen.ack": ScreenAck(seq=2**32 - 1),
+    "screen.select": ScreenSelect(monitor=15),
+    "screen.mode": ScreenMode(mode="lossless"),
+    "screen.refresh": ScreenRefresh(),
+    "screen.control": ControlRequest(reason="the printer dialog"),
+    "input.pointer": PointerInput(action="wheel", x=10, y=20, button="middle", dx=-1, dy=3),
+    "input.key": KeyInput(action="down", code="KeyA", key="a"),
+    "input.text": TextInput(text="hello, world"),
 }
 
 
@@ -156,6 +192,16 @@ def test_wire_names_are_stable() -> None:
         "file.request": "FileRequest",
         "file.reply": "FileReply",
         "file.done": "FileDone",
+        "screen.info": "ScreenInfo",
+        "screen.refused": "ScreenRefused",
+        "screen.ack": "ScreenAck",
+        "screen.select": "ScreenSelect",
+        "screen.mode": "ScreenMode",
+        "screen.refresh": "ScreenRefresh",
+        "screen.control": "ControlRequest",
+        "input.pointer": "PointerInput",
+        "input.key": "KeyInput",
+        "input.text": "TextInput",
     }
 
 
@@ -180,6 +226,7 @@ def test_scopes_and_senders() -> None:
         "file.request",
         "file.reply",
         "file.done",
+        *SCREEN_TYPES,
     }
     for name, cls in message_types().items():
         expected = Scope.CHANNEL if name in channel_types else Scope.CONNECTION
@@ -206,6 +253,16 @@ def test_scopes_and_senders() -> None:
         "file.request": {Role.CONSOLE, Role.RELAY},
         "file.reply": {Role.AGENT, Role.RELAY},
         "file.done": everyone,
+        "screen.info": {Role.AGENT, Role.RELAY},
+        "screen.refused": {Role.AGENT, Role.RELAY},
+        "screen.ack": {Role.CONSOLE, Role.RELAY},
+        "screen.select": {Role.CONSOLE, Role.RELAY},
+        "screen.mode": {Role.CONSOLE, Role.RELAY},
+        "screen.refresh": {Role.CONSOLE, Role.RELAY},
+        "screen.control": {Role.CONSOLE, Role.RELAY},
+        "input.pointer": {Role.CONSOLE, Role.RELAY},
+        "input.key": {Role.CONSOLE, Role.RELAY},
+        "input.text": {Role.CONSOLE, Role.RELAY},
     }
 
 
@@ -284,7 +341,12 @@ MISSING_CASES = [
 
 
 def test_missing_cases_cover_every_type_with_required_fields() -> None:
-    assert {name for name, _ in MISSING_CASES} == set(SAMPLES) - {"close", "eof"}
+    assert {name for name, _ in MISSING_CASES} == set(SAMPLES) - {
+        "close",
+        "eof",
+        "screen.refresh",
+        "screen.control",
+    }
 
 
 @pytest.mark.parametrize(("name", "field"), MISSING_CASES)
@@ -352,6 +414,14 @@ RANGES = [
     ("file.reply", "size", 0, 2**62),
     ("file.reply", "code", 0, 4999),
     ("file.done", "size", 0, 2**62),
+    ("screen.info", "monitor", 0, 15),
+    ("screen.refused", "code", 1000, 4999),
+    ("screen.ack", "seq", 0, 2**32 - 1),
+    ("screen.select", "monitor", 0, 15),
+    ("input.pointer", "x", 0, 65535),
+    ("input.pointer", "y", 0, 65535),
+    ("input.pointer", "dx", -100, 100),
+    ("input.pointer", "dy", -100, 100),
 ]
 
 
@@ -398,6 +468,11 @@ STRING_BOUNDS = [
     ("file.reply", "prefix_sha256", 64),
     ("file.reply", "sha256", 64),
     ("file.done", "sha256", 64),
+    ("screen.refused", "message", 1024),
+    ("screen.control", "reason", 1024),
+    ("input.key", "code", 64),
+    ("input.key", "key", 64),
+    ("input.text", "text", 1024),
 ]
 
 
@@ -427,6 +502,11 @@ def test_every_string_field_has_a_bound_case() -> None:
         ("session.status", "state"),
         ("consent", "how"),
         ("file.request", "op"),
+        ("screen.info", "mode"),
+        ("screen.mode", "mode"),
+        ("input.pointer", "action"),
+        ("input.pointer", "button"),
+        ("input.key", "action"),
     }
 
 
@@ -437,6 +517,11 @@ def test_every_string_field_has_a_bound_case() -> None:
         ("session.status", "state", "waiting", "pending"),
         ("consent", "how", "timeout", "maybe"),
         ("file.request", "op", "pull", "chmod"),
+        ("screen.info", "mode", "auto", "fast"),
+        ("screen.mode", "mode", "lossy", "png"),
+        ("input.pointer", "action", "down", "click"),
+        ("input.pointer", "button", "right", "back"),
+        ("input.key", "action", "press", "hold"),
     ],
 )
 def test_enumerated_fields_accept_only_their_values(
@@ -624,3 +709,17 @@ def test_listing_entries_are_checked() -> None:
             decode_message(body_of(reply, entries=malformed), LIMITS)
     decoded = decode_message(body_of(reply, entries=[["a", "dir", 0, 0o755, 5]]), LIMITS)
     assert decoded.entries == (("a", "dir", 0, 0o755, 5),)  # type: ignore[attr-defined]
+
+
+def test_monitors_are_checked() -> None:
+    info = SAMPLES["screen.info"]
+    too_many = [[0, 0, 1, 1]] * 17
+    with pytest.raises(LimitExceeded, match="monitors"):
+        decode_message(body_of(info, monitors=too_many), LIMITS)
+    for malformed in ([[0, 0, 1]], [[0, 0, 0, 1]], [[70000, 0, 1, 1]], [["0", 0, 1, 1]]):
+        with pytest.raises(InvalidMessage, match="monitors"):
+            decode_message(body_of(info, monitors=malformed), LIMITS)
+    decoded = decode_message(body_of(info, monitors=[[-65535, 65535, 65535, 1]]), LIMITS)
+    assert decoded.monitors == ((-65535, 65535, 65535, 1),)  # type: ignore[attr-defined]
+    with pytest.raises(LimitExceeded):
+        decode_message(body_of(info, monitors=[[0, 0, 1, 1]] * 5), Limits(max_list=4))
