@@ -8,6 +8,7 @@ a screen recording plays in the page to the viewer's final frame."""
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -261,3 +262,66 @@ def test_the_monitor_picker_switches_between_two_randr_monitors(web: WebRig) -> 
             page.click("#end-session")
         finally:
             window.close()
+
+
+RAW_SESSION = """async ([device, payloads]) => {
+    const url = `wss://${location.host}/web/ws/screen?device=${device}&kind=view`;
+    const socket = new WebSocket(url);
+    socket.binaryType = "arraybuffer";
+    const seen = [];
+    return await new Promise((resolve) => {
+        socket.addEventListener("message", (event) => {
+            if (typeof event.data !== "string") return;
+            const message = JSON.parse(event.data);
+            seen.push(message);
+            if (message.type === "opened") {
+                for (const payload of payloads) {
+                    socket.send(payload === "BINARY" ? new Uint8Array([1, 2, 3]) : payload);
+                }
+            }
+        });
+        socket.addEventListener("close", (event) => resolve([seen, event.code]));
+    });
+}"""
+
+
+def test_bad_messages_from_a_page_end_only_that_session(web: WebRig) -> None:
+    with desk(web, "web-bad", ALLOW_SCREEN) as (_display, device_id):
+        page = web.admin_page()
+        open_screen(page, device_id, "view", mode="lossless")
+        cases = [
+            (['{"type": "input.pointer", "action": "fly", "x": 1, "y": 1}'], "action"),
+            (['{"type": "screen.select", "monitor": 99}'], "monitor"),
+            (['{"type": "agent.update"}'], "unknown control message 'agent.update'"),
+            (["not json"], "not JSON"),
+            (["BINARY"], "no binary messages"),
+            (['{"type": "screen.refresh"}'] * 600, "messages a second"),
+        ]
+        for payloads, wanted in cases:
+            seen, code = page.evaluate(RAW_SESSION, [device_id, payloads])
+            errors = [m["message"] for m in seen if m["type"] == "error"]
+            assert code == 1008, (wanted, seen)
+            assert len(errors) == 1 and wanted in errors[0], (wanted, seen)
+        # a kind the relay does not know: refused before any session exists
+        seen, code = page.evaluate(RAW_SESSION.replace("kind=view", "kind=admin"), [device_id, []])
+        assert seen == [] and code == 1006
+        # the page's own session was never disturbed: it still gets frames on request
+        frames = int(page.locator("#screen-canvas").get_attribute("data-frames") or 0)
+        page.click("#refresh")
+        page.wait_for_function(
+            "(n) => Number(document.querySelector('#screen-canvas').dataset.frames) > n",
+            arg=frames,
+        )
+        expect(page.locator("#screen-status")).to_contain_text("Connected to web-bad")
+        ends = web.api("GET", "/api/v1/audit?action=session.end&target=web-bad")["entries"]
+        assert len(ends) == len(cases)  # each bad session ended (and was audited) on its own
+        page.click("#end-session")
+
+
+def test_a_device_without_a_display_denies_the_screen_plainly(web: WebRig) -> None:
+    page = web.admin_page()
+    page.goto("/#/screen/demo-agent?kind=control&reason=look")
+    status = page.locator("#screen-status")
+    expect(status).to_contain_text("The customer denied the session")
+    expect(page.locator("#screen-stage")).to_have_class(re.compile(r"\bended\b"))
+    expect(page.locator("#end-session")).to_be_disabled()
