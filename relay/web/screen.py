@@ -20,8 +20,9 @@ screen messages a viewer may send, as JSON with their wire type and fields
 ``screen.control``, ``input.pointer``, ``input.key``, ``input.text``), each
 validated here exactly as on the wire before the broker sees it. Anything
 else ends the session with a clear error. The page may send at most
-:data:`MAX_RATE` messages a second (it coalesces pointer moves per drawn
-frame), so nothing it sends queues up without bound toward the agent.
+:data:`MAX_RATE` requests and input events a second (it coalesces pointer
+moves per animation frame) and :data:`MAX_ACK_RATE` acknowledgements, so
+nothing it sends queues up without bound toward the agent.
 """
 
 from __future__ import annotations
@@ -62,9 +63,12 @@ routes = web.RouteTableDef()
 WINDOW = 4 * 1024 * 1024
 #: The largest message the page may send (a TextInput of 1024 characters fits).
 MAX_MESSAGE = 16 * 1024
-#: Messages a second the page may send, on average, and in one burst.
+#: Requests and input a second the page may send, on average, and in one burst.
 MAX_RATE = 250.0
 BURST = 500.0
+#: Acknowledgements (of bytes and of frames) a second, which follow what the relay sends.
+MAX_ACK_RATE = 2000.0
+ACKS = frozenset({"ack", ScreenAck.TYPE})
 KINDS = frozenset({"view", "control"})
 #: What a page may ask of the agent, by wire type.
 VIEWER_MESSAGES: dict[str, type[Message]] = {
@@ -86,8 +90,10 @@ _LIMITS = Limits()
 class RateLimit:
     """A token bucket: ``MAX_RATE`` a second, ``BURST`` at once."""
 
-    def __init__(self, rate: float = MAX_RATE, burst: float = BURST) -> None:
-        self.rate, self.burst = rate, burst
+    def __init__(
+        self, rate: float = MAX_RATE, burst: float = BURST, what: str = "requests"
+    ) -> None:
+        self.rate, self.burst, self.what = rate, burst, what
         self.tokens = burst
         self.stamp = time.monotonic()
 
@@ -96,7 +102,7 @@ class RateLimit:
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens < 1:
-            raise LimitExceeded(f"more than {MAX_RATE:g} messages a second from the page")
+            raise LimitExceeded(f"more than {self.rate:g} {self.what} a second from the page")
         self.tokens -= 1
 
 
@@ -175,10 +181,13 @@ class WebScreenLeg(TechnicianLeg):
         self.out.close_soon(1000, "session ended")
 
 
-async def _from_page(broker: Broker, session: Session, leg: WebScreenLeg, data: str) -> bool:
+async def _from_page(
+    broker: Broker, session: Session, leg: WebScreenLeg, data: str, rates: dict[bool, RateLimit]
+) -> bool:
     """Act on one text message from the page; False when the page ended the session."""
     control = _control(data)
     kind = control["type"]
+    rates[kind in ACKS].take()
     if kind == "ack":
         size = control.get("bytes")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -225,14 +234,14 @@ async def screen_socket(request: web.Request) -> web.StreamResponse:
     if session is None:
         await out.close(1000, "refused")
         return ws
-    rate = RateLimit()
+    acks = RateLimit(MAX_ACK_RATE, 2 * MAX_ACK_RATE, "acknowledgements")
+    rates = {False: RateLimit(), True: acks}
     try:
         async for message in ws:
             if session.ended:
                 break
             if message.type == WSMsgType.TEXT:
-                rate.take()
-                if not await _from_page(broker, session, leg, message.data):
+                if not await _from_page(broker, session, leg, message.data, rates):
                     break
             elif message.type == WSMsgType.BINARY:
                 raise InvalidMessage("a screen session takes no binary messages from the page")

@@ -264,7 +264,7 @@ def test_the_monitor_picker_switches_between_two_randr_monitors(web: WebRig) -> 
             window.close()
 
 
-RAW_SESSION = """async ([device, payloads]) => {
+RAW_SESSION = """async ([device, payloads, flood]) => {
     const url = `wss://${location.host}/web/ws/screen?device=${device}&kind=view`;
     const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
@@ -278,6 +278,15 @@ RAW_SESSION = """async ([device, payloads]) => {
                 for (const payload of payloads) {
                     socket.send(payload === "BINARY" ? new Uint8Array([1, 2, 3]) : payload);
                 }
+                // flood: the same message in batches until the relay closes (bounded)
+                let sent = 0;
+                const more = () => {
+                    if (!flood || socket.readyState !== WebSocket.OPEN || sent >= 200000) return;
+                    for (let i = 0; i < 500; i += 1) socket.send(flood);
+                    sent += 500;
+                    setTimeout(more, 0);
+                };
+                more();
             }
         });
         socket.addEventListener("close", (event) => resolve([seen, event.code]));
@@ -290,20 +299,22 @@ def test_bad_messages_from_a_page_end_only_that_session(web: WebRig) -> None:
         page = web.admin_page()
         open_screen(page, device_id, "view", mode="lossless")
         cases = [
-            (['{"type": "input.pointer", "action": "fly", "x": 1, "y": 1}'], "action"),
-            (['{"type": "screen.select", "monitor": 99}'], "monitor"),
-            (['{"type": "agent.update"}'], "unknown control message 'agent.update'"),
-            (["not json"], "not JSON"),
-            (["BINARY"], "no binary messages"),
-            (['{"type": "screen.refresh"}'] * 600, "messages a second"),
+            (['{"type": "input.pointer", "action": "fly", "x": 1, "y": 1}'], "action", ""),
+            (['{"type": "screen.select", "monitor": 99}'], "monitor", ""),
+            (['{"type": "agent.update"}'], "unknown control message 'agent.update'", ""),
+            (["not json"], "not JSON", ""),
+            (["BINARY"], "no binary messages", ""),
+            ([], "more than 250 requests a second", '{"type": "screen.refresh"}'),
+            ([], "more than 2000 acknowledgements a second", '{"type": "ack", "bytes": 0}'),
         ]
-        for payloads, wanted in cases:
-            seen, code = page.evaluate(RAW_SESSION, [device_id, payloads])
+        for payloads, wanted, flood in cases:
+            seen, code = page.evaluate(RAW_SESSION, [device_id, payloads, flood])
             errors = [m["message"] for m in seen if m["type"] == "error"]
             assert code == 1008, (wanted, seen)
             assert len(errors) == 1 and wanted in errors[0], (wanted, seen)
         # a kind the relay does not know: refused before any session exists
-        seen, code = page.evaluate(RAW_SESSION.replace("kind=view", "kind=admin"), [device_id, []])
+        bad_kind = RAW_SESSION.replace("kind=view", "kind=admin")
+        seen, code = page.evaluate(bad_kind, [device_id, [], ""])
         assert seen == [] and code == 1006
         # the page's own session was never disturbed: it still gets frames on request
         frames = int(page.locator("#screen-canvas").get_attribute("data-frames") or 0)

@@ -81,11 +81,18 @@ export function render(root, ctx) {
 
   // -- what the device sends -----------------------------------------------------------
 
+  // Stream bytes handled but not yet acknowledged to the relay: acknowledged with each
+  // drawn frame, or every ACK_BYTES (well inside the relay's window) in a long record.
+  const ACK_BYTES = 256 * 1024;
+  let handled = 0;
+
   async function handleChunk(data) {
     if (state.over) return;
+    let drawn = 0;
     try {
       for (const frame of parser.feed(data)) {
         await painter.paint(frame);
+        drawn += 1;
         state.frames += 1;
         state.seq = frame.seq;
         canvas.dataset.frames = String(state.frames);
@@ -97,7 +104,11 @@ export function render(root, ctx) {
       return;
     }
     state.bytes += data.byteLength;
-    send({ type: "ack", bytes: data.byteLength });
+    handled += data.byteLength;
+    if (drawn || handled >= ACK_BYTES) {
+      send({ type: "ack", bytes: handled });
+      handled = 0;
+    }
   }
 
   function showInfo(info) {
