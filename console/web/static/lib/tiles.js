@@ -69,7 +69,7 @@ function parseRecord(record) {
   const kind = view.getUint8(0);
   const flags = view.getUint8(1);
   if (kind !== RECORD_FRAME) throw new StreamError(`unknown screen record kind ${kind}`);
-  if (flags & ~KNOWN_FLAGS) throw new StreamError(`unknown screen frame flags ${flags}`);
+  if (flags & ~KNOWN_FLAGS) throw new StreamError(`unknown screen frame flags 0x${flags.toString(16)}`);
   const frame = {
     monitor: view.getUint16(2),
     seq: view.getUint32(4),
