@@ -24,7 +24,7 @@ from console.screen import render_recording_at
 
 from ..screen_app import BLOCKS, BUTTON, ENTRY
 from ..screen_helpers import DemoWindow, grab_mss, same_pixels, screen_agent, xvfb
-from ..test_screen_sessions import centre, click_allow, find_window
+from ..test_screen_sessions import centre, click_allow, find_window, xdotool
 from ..test_screen_streams import two_monitors
 from .conftest import SCREENSHOTS, WebRig
 
@@ -110,6 +110,28 @@ def click_on_screen(page: Page, x: int, y: int) -> None:
     page.mouse.click(box["x"] + (x + 0.5) * scale, box["y"] + (y + 0.5) * scale)
 
 
+def hover_on_screen(page: Page, x: int, y: int) -> None:
+    box = page.locator("#screen-pointer").bounding_box()
+    assert box is not None
+    scale = box["width"] / page.evaluate("() => document.querySelector('#screen-pointer').width")
+    page.mouse.move(box["x"] + (x + 0.5) * scale, box["y"] + (y + 0.5) * scale)
+
+
+def wait_pointer(display: str, where: tuple[int, int]) -> bool:
+    """Whether the X pointer reaches ``where`` (as ``xdotool getmouselocation`` says)."""
+    deadline = time.monotonic() + WITHIN
+    while time.monotonic() < deadline:
+        fields = dict(
+            item.split(":", 1)
+            for item in xdotool(display, "getmouselocation").split()
+            if ":" in item
+        )
+        if (int(fields.get("x", -1)), int(fields.get("y", -1))) == where:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def shot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
@@ -177,6 +199,22 @@ def test_the_viewer_shows_a_tk_window_pixel_exact_and_its_recording_plays_to_the
     expect(page.locator("#screen-stage")).to_have_attribute("data-ended", "true")
     assert same_pixels(canvas_image(page), played)
 
+    # a damaged file: a cut tail plays what is whole; a bad header is refused plainly
+    path = web.relay.data_dir / "recordings" / f"{session_id}.screen"
+    try:
+        path.write_bytes(data[:-5])
+        page.reload()
+        expect(page.locator("#recording-about")).to_contain_text("cut short")
+        page.evaluate(seek, repr(duration))
+        expect(page.locator("#screen-stage")).to_have_attribute("data-ended", "true")
+        assert same_pixels(canvas_image(page), render_recording_at(data[:-5], 1e9))
+        path.write_bytes(b'{"format": "something else"}\n' + data)
+        page.reload()
+        alert = page.locator("main p[role=alert]")
+        expect(alert).to_have_text("Cannot play this recording: not a screen recording")
+    finally:
+        path.write_bytes(data)
+
 
 def test_a_control_session_clicks_a_real_button_and_types_into_a_real_entry(
     web: WebRig,
@@ -188,6 +226,11 @@ def test_a_control_session_clicks_a_real_button_and_types_into_a_real_entry(
             open_screen(page, device_id, "control", mode="lossless")
             expect(page.locator("#screen-stage")).to_have_attribute("data-control", "true")
             expect(page.locator("#ask-control")).to_have_text("You have control")
+            # the picture is scaled to the window; input lands where it points on the device
+            box = page.locator("#screen-pointer").bounding_box()
+            assert box is not None and box["width"] < 1024
+            hover_on_screen(page, 700, 500)
+            assert wait_pointer(display, (700, 500))
             click_on_screen(page, *centre(window, BUTTON))
             assert window.wait_line(lambda line: line == "clicked"), window.printed
             click_on_screen(page, *centre(window, ENTRY))
@@ -336,3 +379,23 @@ def test_a_device_without_a_display_denies_the_screen_plainly(web: WebRig) -> No
     expect(status).to_contain_text("The customer denied the session")
     expect(page.locator("#screen-stage")).to_have_class(re.compile(r"\bended\b"))
     expect(page.locator("#end-session")).to_be_disabled()
+
+
+def test_the_page_acknowledges_what_it_draws_so_a_changing_screen_keeps_flowing(
+    web: WebRig,
+) -> None:
+    """The agent sends at most a couple of frames ahead of the acknowledgements: frames
+    keep coming only because the page acknowledges each one it drew."""
+    with desk(web, "web-anim", ALLOW_SCREEN) as (display, device_id):
+        window = DemoWindow(display, 60, 60, "animate")
+        try:
+            page = web.admin_page()
+            open_screen(page, device_id, "view", mode="auto")
+            page.wait_for_function(
+                "() => Number(document.querySelector('#screen-canvas').dataset.frames) > 40",
+                timeout=60_000,
+            )
+            expect(page.locator("#screen-stats")).to_contain_text(re.compile(r"[1-9][\d.]* fps"))
+            page.click("#end-session")
+        finally:
+            window.close()
