@@ -253,12 +253,20 @@ def test_a_control_session_clicks_a_real_button_and_types_into_a_real_entry(
 def test_input_in_a_view_session_is_refused_visibly_then_control_is_asked_again(
     web: WebRig,
 ) -> None:
-    consent = {"view": "allow", "control": "prompt"}
+    consent = {"view": "prompt", "control": "prompt"}
     with desk(web, "web-view", consent) as (display, device_id):
         window = DemoWindow(display, 60, 60)
         try:
             page = web.admin_page()
-            open_screen(page, device_id, "view")
+            # the consent wait is shown until the customer answers the real dialog
+            page.goto(f"/#/screen/{device_id}?kind=view&reason=printer")
+            status = page.locator("#screen-status")
+            expect(status).to_contain_text("waiting for the customer on web-view to accept")
+            click_allow(display, find_window(display, PROMPT_TITLE))
+            expect(status).to_contain_text("Connected to web-view")
+            page.wait_for_function(
+                "() => Number(document.querySelector('#screen-canvas').dataset.frames) > 0"
+            )
             expect(page.locator("#screen-stage")).to_have_attribute("data-control", "false")
             click_on_screen(page, *centre(window, BUTTON))
             refusal = page.locator("#screen-refusal")
