@@ -279,6 +279,8 @@ def test_input_in_a_view_session_is_refused_visibly_then_control_is_asked_again(
                 arg=frames,
             )
             assert "clicked" not in window.printed
+            refused = web.api("GET", "/api/v1/audit?action=session.input.refused&target=web-view")
+            assert [e["details"]["input"] for e in refused["entries"]] == ["input.pointer"]
             page.click("#ask-control")
             expect(page.locator("#screen-status")).to_contain_text(
                 "Asking the customer for control"
