@@ -26,7 +26,7 @@ from ..screen_app import BLOCKS, BUTTON, ENTRY
 from ..screen_helpers import DemoWindow, grab_mss, same_pixels, screen_agent, xvfb
 from ..test_screen_sessions import centre, click_allow, find_window, xdotool
 from ..test_screen_streams import two_monitors
-from .conftest import SCREENSHOTS, WebRig
+from .conftest import SCREENSHOTS, WebRig, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -409,3 +409,22 @@ def test_the_page_acknowledges_what_it_draws_so_a_changing_screen_keeps_flowing(
             page.click("#end-session")
         finally:
             window.close()
+
+
+def test_screen_sessions_are_authorised_on_the_relay(web: WebRig) -> None:
+    """A technician without a grant on the device's group, and an auditor, are refused by
+    the relay (audited), whatever the page lets them try."""
+    for username, role, wanted in [
+        ("ungranted", "technician", "no device 'demo-agent'"),
+        ("reader", "auditor", "auditors cannot open sessions"),
+    ]:
+        account = web.user(username, role, group=None)
+        page = web.context().new_page()
+        sign_in(page, account["username"], account["password"])
+        expect(page.locator("#signed-in-as")).to_contain_text(username)
+        seen, _code = page.evaluate(RAW_SESSION, ["demo-agent", [], ""])
+        refused = [m for m in seen if m["type"] == "refused"]
+        assert len(refused) == 1 and wanted in refused[0]["message"], seen
+        assert not any(m["type"] == "opened" for m in seen)
+        audit = web.api("GET", f"/api/v1/audit?action=session.refused&actor={username}")
+        assert [e["details"]["kind"] for e in audit["entries"]] == ["view"]
