@@ -11,6 +11,8 @@ Modules, one per concept:
 * :mod:`.static` -- the page, its modules and the vendored npm libraries.
 * :mod:`.events` -- devices coming and going, pushed to the page.
 * :mod:`.shell` -- a shell session over a WebSocket (xterm.js in the page).
+* :mod:`.screen` -- a screen ``view``/``control`` session over a WebSocket (a
+  canvas in the page).
 * :mod:`.files` -- a files session: listing over a WebSocket, downloads and
   uploads over HTTP.
 * :mod:`.outbound` -- ordered, non-blocking writes to one browser socket.
@@ -25,7 +27,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..state import RELAY
-from . import events, files, shell, signin, static
+from . import events, files, screen, shell, signin, static
 from .outbound import OPEN_SOCKETS
 from .security import CSRF_KEY, cookie_auth_middleware, load_csrf_key, security_headers
 
@@ -39,7 +41,7 @@ def setup_web(app: web.Application) -> None:
     app[files.OPEN_FILES] = {}
     app[OPEN_SOCKETS] = {}
     app[files.WEB_TASKS] = files.WebTasks(relay)
-    for module in (signin, static, events, shell, files):
+    for module in (signin, static, events, shell, screen, files):
         app.add_routes(module.routes)
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_close_sockets)

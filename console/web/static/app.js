@@ -15,11 +15,13 @@ const PAGES = [
   { pattern: /^device\/([^/]+)$/, module: "./pages/device.js", roles: STAFF },
   { pattern: /^shell\/([^/]+)$/, module: "./pages/shell.js", roles: STAFF },
   { pattern: /^files\/([^/]+)$/, module: "./pages/files.js", roles: STAFF },
+  { pattern: /^screen\/([^/]+)$/, module: "./pages/screen.js", roles: STAFF },
   { pattern: /^sessions$/, module: "./pages/sessions.js", roles: ALL, nav: "Sessions" },
   { pattern: /^admin$/, module: "./pages/admin.js", roles: ["admin"], nav: "Admin" },
   { pattern: /^audit$/, module: "./pages/audit.js", roles: ["admin", "auditor"], nav: "Audit" },
   { pattern: /^recordings$/, module: "./pages/recordings.js", roles: ALL, nav: "Recordings" },
   { pattern: /^recording\/([^/]+)$/, module: "./pages/recording.js", roles: ALL },
+  { pattern: /^screen-recording\/([^/]+)$/, module: "./pages/screen-recording.js", roles: ALL },
 ];
 
 const main = document.getElementById("main");

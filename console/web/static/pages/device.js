@@ -1,4 +1,5 @@
-// One device: its inventory, recent sessions, and buttons to open a shell or files session.
+// One device: its inventory, recent sessions, and buttons to open a shell, files or screen
+// (view or control) session.
 
 import { api } from "../lib/api.js";
 import { ago, clear, h, notice, table, when } from "../lib/dom.js";
@@ -10,8 +11,8 @@ export async function render(root, ctx) {
   const details = h("div");
   const history = h("div");
   const reason = h("input", { id: "session-reason", maxlength: "1024", placeholder: "why (shown to the customer, audited)" });
-  const open = (kind) => () => {
-    const query = new URLSearchParams({ reason: reason.value.trim() });
+  const open = (kind, extra = {}) => () => {
+    const query = new URLSearchParams({ reason: reason.value.trim(), ...extra });
     ctx.navigate(`#/${kind}/${encodeURIComponent(id)}?${query}`);
   };
   const title = h("h1", {}, "Device");
@@ -24,6 +25,8 @@ export async function render(root, ctx) {
       h("label", {}, "Reason ", reason),
       h("button", { type: "button", id: "open-shell", onclick: open("shell") }, "Open shell"),
       h("button", { type: "button", id: "open-files", onclick: open("files") }, "Open files"),
+      h("button", { type: "button", id: "open-view", onclick: open("screen", { kind: "view" }) }, "View screen"),
+      h("button", { type: "button", id: "open-control", onclick: open("screen", { kind: "control" }) }, "Control screen"),
     ),
     details,
     h("h2", {}, "Recent sessions"),

@@ -1,7 +1,10 @@
-// Shell recordings: the list; each plays in asciinema-player (pages/recording.js).
+// Recordings: the list; a shell's plays in asciinema-player (pages/recording.js), a
+// screen's on a canvas (pages/screen-recording.js).
 
 import { api } from "../lib/api.js";
 import { clear, h, notice, table, when } from "../lib/dom.js";
+
+const SCREEN_KINDS = new Set(["view", "control"]);
 
 export async function render(root) {
   const message = h("p", { role: "alert", hidden: true });
@@ -17,7 +20,7 @@ export async function render(root) {
         h("td", {}, r.kind),
         h("td", {}, r.reason || ""),
         h("td", {}, r.duration === null ? "" : `${r.duration} s`),
-        h("td", {}, h("a", { href: `#/recording/${encodeURIComponent(r.id)}`, class: "play" }, "Play"))),
+        h("td", {}, h("a", { href: `#/${SCREEN_KINDS.has(r.kind) ? "screen-recording" : "recording"}/${encodeURIComponent(r.id)}`, class: "play" }, "Play"))),
     );
     clear(body, rows.length ? table(["When", "Technician", "Device", "Kind", "Reason", "Duration", ""], rows, { id: "recordings" }) : h("p", { class: "muted" }, "No recordings yet."));
   } catch (error) {

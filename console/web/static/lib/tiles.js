@@ -1,0 +1,199 @@
+// The screen channel's tile stream (protocol/screen.py) in the page: an incremental,
+// bounded parser of its records, and a painter that draws frames on a canvas (tiles
+// decoded natively by the browser, fill tiles as rectangles) with the pointer drawn on a
+// second canvas laid over it. Used by the live viewer and the recording player.
+
+export const FULL = 0x01;
+export const CURSOR_VISIBLE = 0x02;
+const KNOWN_FLAGS = FULL | CURSOR_VISIBLE;
+const RECORD_FRAME = 1;
+const FRAME_HEADER = 18; // kind u8, flags u8, monitor u16, seq u32, w, h, cx, cy, tiles u16
+const TILE_HEADER = 13; // x, y, w, h u16, encoding u8, size u32
+export const DEFAULT_MAX_RECORD = 64 * 1024 * 1024;
+export const ENCODINGS = { 0: "fill", 1: "image/png", 2: "image/jpeg", 3: "image/webp" };
+
+export class StreamError extends Error {}
+
+// Bytes in, frames out: { seq, monitor, width, height, full, cursor: [x, y] | null,
+// tiles: [{ x, y, width, height, encoding, payload }], size }. Holds at most one record,
+// whose length is checked before anything of it is kept.
+export class TileStreamParser {
+  constructor(maxRecord = DEFAULT_MAX_RECORD) {
+    this.maxRecord = maxRecord;
+    this.chunks = [];
+    this.buffered = 0;
+    this.recordLength = null;
+  }
+
+  feed(data) {
+    const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+    if (bytes.length) {
+      this.chunks.push(bytes);
+      this.buffered += bytes.length;
+    }
+    const frames = [];
+    for (;;) {
+      if (this.recordLength === null) {
+        if (this.buffered < 4) break;
+        const length = new DataView(this.take(4).buffer).getUint32(0);
+        if (length > this.maxRecord) throw new StreamError(`screen record of ${length} bytes exceeds the limit of ${this.maxRecord}`);
+        if (length < FRAME_HEADER) throw new StreamError(`screen record of ${length} bytes is too short`);
+        this.recordLength = length;
+      }
+      if (this.buffered < this.recordLength) break;
+      const record = this.take(this.recordLength);
+      this.recordLength = null;
+      frames.push(parseRecord(record));
+    }
+    return frames;
+  }
+
+  take(count) {
+    const out = new Uint8Array(count);
+    let filled = 0;
+    while (filled < count) {
+      const head = this.chunks[0];
+      const part = Math.min(head.length, count - filled);
+      out.set(head.subarray(0, part), filled);
+      filled += part;
+      if (part === head.length) this.chunks.shift();
+      else this.chunks[0] = head.subarray(part);
+    }
+    this.buffered -= count;
+    return out;
+  }
+}
+
+function parseRecord(record) {
+  const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
+  const kind = view.getUint8(0);
+  const flags = view.getUint8(1);
+  if (kind !== RECORD_FRAME) throw new StreamError(`unknown screen record kind ${kind}`);
+  if (flags & ~KNOWN_FLAGS) throw new StreamError(`unknown screen frame flags 0x${flags.toString(16)}`);
+  const frame = {
+    monitor: view.getUint16(2),
+    seq: view.getUint32(4),
+    width: view.getUint16(8),
+    height: view.getUint16(10),
+    full: Boolean(flags & FULL),
+    cursor: flags & CURSOR_VISIBLE ? [view.getUint16(12), view.getUint16(14)] : null,
+    tiles: [],
+    size: record.byteLength + 4,
+  };
+  if (!frame.width || !frame.height) throw new StreamError("screen frame of zero size");
+  const count = view.getUint16(16);
+  let offset = FRAME_HEADER;
+  for (let i = 0; i < count; i += 1) {
+    if (offset + TILE_HEADER > record.byteLength) throw new StreamError("screen record shorter than its tiles");
+    const tile = {
+      x: view.getUint16(offset),
+      y: view.getUint16(offset + 2),
+      width: view.getUint16(offset + 4),
+      height: view.getUint16(offset + 6),
+      encoding: view.getUint8(offset + 8),
+    };
+    const size = view.getUint32(offset + 9);
+    offset += TILE_HEADER;
+    if (!tile.width || !tile.height || tile.x + tile.width > frame.width || tile.y + tile.height > frame.height) {
+      throw new StreamError(`tile ${tile.width}x${tile.height} at (${tile.x}, ${tile.y}) lies outside the ${frame.width}x${frame.height} frame`);
+    }
+    if (!(tile.encoding in ENCODINGS)) throw new StreamError(`unknown tile encoding ${tile.encoding}`);
+    if (tile.encoding === 0 && size !== 3) throw new StreamError(`a fill tile holds 3 bytes, not ${size}`);
+    if (!size) throw new StreamError(`tile at (${tile.x}, ${tile.y}) without data`);
+    if (offset + size > record.byteLength) throw new StreamError("screen record shorter than its tiles");
+    tile.payload = record.subarray(offset, offset + size);
+    offset += size;
+    frame.tiles.push(tile);
+  }
+  if (offset !== record.byteLength) throw new StreamError("screen record longer than its tiles");
+  return frame;
+}
+
+// Draws frames on `canvas` (the picture, pixel for pixel) and the pointer on `overlay`
+// (the same size, laid over it by the page's CSS, so both scale together).
+export class ScreenPainter {
+  constructor(canvas, overlay) {
+    this.canvas = canvas;
+    this.overlay = overlay;
+    this.context = canvas.getContext("2d", { alpha: false });
+    this.pointer = overlay.getContext("2d");
+    this.monitor = null;
+    this.hasPicture = false;
+    this.cursor = null;
+  }
+
+  reset() {
+    this.hasPicture = false;
+    this.monitor = null;
+  }
+
+  async paint(frame) {
+    if (frame.full) {
+      if (this.canvas.width !== frame.width || this.canvas.height !== frame.height) {
+        this.canvas.width = this.overlay.width = frame.width;
+        this.canvas.height = this.overlay.height = frame.height;
+        this.context = this.canvas.getContext("2d", { alpha: false });
+      }
+      this.monitor = frame.monitor;
+      this.hasPicture = true;
+    } else if (!this.hasPicture) {
+      throw new StreamError(`frame ${frame.seq} changes a picture never sent whole`);
+    } else if (this.canvas.width !== frame.width || this.canvas.height !== frame.height || this.monitor !== frame.monitor) {
+      throw new StreamError(`frame ${frame.seq} is not the size of the picture`);
+    }
+    // Decode every tile first (in parallel, off the main thread), then draw them in order.
+    const pictures = await Promise.all(
+      frame.tiles.map((tile) =>
+        tile.encoding === 0
+          ? null
+          : createImageBitmap(new Blob([tile.payload], { type: ENCODINGS[tile.encoding] }), {
+              colorSpaceConversion: "none",
+              premultiplyAlpha: "none",
+            }).catch(() => {
+              throw new StreamError(`tile at (${tile.x}, ${tile.y}) is not a valid ${ENCODINGS[tile.encoding]} image`);
+            }),
+      ),
+    );
+    try {
+      frame.tiles.forEach((tile, index) => {
+        const picture = pictures[index];
+        if (picture === null) {
+          const [r, g, b] = tile.payload;
+          this.context.fillStyle = `rgb(${r}, ${g}, ${b})`;
+          this.context.fillRect(tile.x, tile.y, tile.width, tile.height);
+          return;
+        }
+        if (picture.width !== tile.width || picture.height !== tile.height) {
+          throw new StreamError(`tile at (${tile.x}, ${tile.y}) is ${picture.width}x${picture.height}, not ${tile.width}x${tile.height}`);
+        }
+        this.context.drawImage(picture, tile.x, tile.y);
+      });
+    } finally {
+      for (const picture of pictures) if (picture) picture.close();
+    }
+    this.drawCursor(frame.cursor);
+  }
+
+  drawCursor(cursor) {
+    const pointer = this.pointer;
+    pointer.clearRect(0, 0, this.overlay.width, this.overlay.height);
+    this.cursor = cursor;
+    if (!cursor) return;
+    const [x, y] = cursor;
+    // An arrow, white with a black edge, its tip at the pointer's hot spot.
+    pointer.beginPath();
+    pointer.moveTo(x, y);
+    pointer.lineTo(x, y + 17);
+    pointer.lineTo(x + 4, y + 13);
+    pointer.lineTo(x + 7, y + 20);
+    pointer.lineTo(x + 10, y + 19);
+    pointer.lineTo(x + 7, y + 12);
+    pointer.lineTo(x + 12, y + 12);
+    pointer.closePath();
+    pointer.fillStyle = "#ffffff";
+    pointer.strokeStyle = "#000000";
+    pointer.lineWidth = 1;
+    pointer.fill();
+    pointer.stroke();
+  }
+}
