@@ -17,9 +17,17 @@ from PIL import Image
 from playwright.sync_api import Page
 
 from console.screen import ScreenCanvas
-from protocol.screen import ScreenFrame, Tile, TileEncoding, TileStreamParser, encode_frame_record
+from protocol.screen import (
+    CursorShape,
+    ScreenFrame,
+    Tile,
+    TileEncoding,
+    TileStreamParser,
+    encode_cursor_record,
+    encode_frame_record,
+)
 
-from ...unit.protocol.test_screen import BAD, DELTA, FULL, POINTER_ONLY
+from ...unit.protocol.test_screen import BAD, CURSOR, DELTA, FULL, POINTER_ONLY
 from .conftest import WebRig
 
 pytestmark = pytest.mark.integration
@@ -38,8 +46,9 @@ PARSE = """async ([stream, step, maxRecord]) => {
         return { error: error.message, kind: error.constructor.name, frames: frames.length,
                  buffered: parser.buffered };
     }
-    return { buffered: parser.buffered, frames: frames.map((f) => ({ ...f,
-        tiles: f.tiles.map((t) => ({ ...t, payload: text(t.payload) })) })) };
+    return { buffered: parser.buffered, frames: frames.map((f) => f.kind === "cursor"
+        ? { ...f, png: text(f.png) }
+        : { ...f, tiles: f.tiles.map((t) => ({ ...t, payload: text(t.payload) })) }) };
 }"""
 
 PAINT = """async ([stream]) => {
@@ -62,8 +71,19 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def as_json(frame: ScreenFrame) -> dict[str, Any]:
+def as_json(frame: ScreenFrame | CursorShape) -> dict[str, Any]:
+    if isinstance(frame, CursorShape):
+        return {
+            "kind": "cursor",
+            "serial": frame.serial,
+            "hotX": frame.hot_x,
+            "hotY": frame.hot_y,
+            "width": frame.width,
+            "height": frame.height,
+            "png": b64(frame.png),
+        }
     return {
+        "kind": "frame",
         "seq": frame.seq,
         "monitor": frame.monitor,
         "width": frame.width,
@@ -93,7 +113,14 @@ def page(web: WebRig) -> Page:
 
 
 def test_the_page_parses_streams_as_the_protocol_does(page: Page) -> None:
-    stream = b"".join(encode_frame_record(f) for f in (FULL, DELTA, POINTER_ONLY))
+    stream = b"".join(
+        [
+            encode_cursor_record(CURSOR),
+            *(encode_frame_record(f) for f in (FULL, DELTA)),
+            encode_cursor_record(CURSOR),
+            encode_frame_record(POINTER_ONLY),
+        ]
+    )
     expected = [as_json(f) for f in TileStreamParser().feed(stream)]
     for step in (len(stream), 1, 7):
         parsed = page.evaluate(PARSE, [b64(stream), step, 0])

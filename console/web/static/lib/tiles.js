@@ -1,22 +1,29 @@
 // The screen channel's tile stream (protocol/screen.py) in the page: an incremental,
-// bounded parser of its records, and a painter that draws frames on a canvas (tiles
-// decoded natively by the browser, fill tiles as rectangles) with the pointer drawn on a
-// second canvas laid over it. Used by the live viewer and the recording player.
+// bounded parser of its records (frames and pointer shapes), and a painter that draws
+// frames on a canvas (tiles decoded natively by the browser, fill tiles as rectangles)
+// with the pointer drawn on a second canvas laid over it. Used by the live viewer and the
+// recording player.
 
 export const FULL = 0x01;
 export const CURSOR_VISIBLE = 0x02;
 const KNOWN_FLAGS = FULL | CURSOR_VISIBLE;
 const RECORD_FRAME = 1;
+const RECORD_CURSOR = 2;
 const FRAME_HEADER = 18; // kind u8, flags u8, monitor u16, seq u32, w, h, cx, cy, tiles u16
+const CURSOR_HEADER = 17; // kind u8, serial u32, hot_x, hot_y, w, h u16, size u32
+const HEADERS = { [RECORD_FRAME]: FRAME_HEADER, [RECORD_CURSOR]: CURSOR_HEADER };
+const MAX_CURSOR = 256;
+const MAX_CURSOR_PNG = MAX_CURSOR * MAX_CURSOR * 4 + 4096;
 const TILE_HEADER = 13; // x, y, w, h u16, encoding u8, size u32
 export const DEFAULT_MAX_RECORD = 64 * 1024 * 1024;
 export const ENCODINGS = { 0: "fill", 1: "image/png", 2: "image/jpeg", 3: "image/webp" };
 
 export class StreamError extends Error {}
 
-// Bytes in, frames out: { seq, monitor, width, height, full, cursor: [x, y] | null,
-// tiles: [{ x, y, width, height, encoding, payload }], size }. Holds at most one record,
-// whose length is checked before anything of it is kept.
+// Bytes in, records out, in order: frames { kind: "frame", seq, monitor, width, height,
+// full, cursor: [x, y] | null, tiles: [{ x, y, width, height, encoding, payload }], size }
+// and pointer shapes { kind: "cursor", serial, hotX, hotY, width, height, png }. Holds at
+// most one record, whose length and kind are checked before anything of it is kept.
 export class TileStreamParser {
   constructor(maxRecord = DEFAULT_MAX_RECORD) {
     this.maxRecord = maxRecord;
@@ -37,8 +44,16 @@ export class TileStreamParser {
         if (this.buffered < 4) break;
         const length = new DataView(this.take(4).buffer).getUint32(0);
         if (length > this.maxRecord) throw new StreamError(`screen record of ${length} bytes exceeds the limit of ${this.maxRecord}`);
-        if (length < FRAME_HEADER) throw new StreamError(`screen record of ${length} bytes is too short`);
+        if (length === 0) throw new StreamError("empty screen record");
         this.recordLength = length;
+        this.kindChecked = false;
+      }
+      if (!this.kindChecked) {
+        if (this.buffered < 1) break;
+        const kind = this.chunks[0][0];
+        if (!(kind in HEADERS)) throw new StreamError(`unknown screen record kind ${kind}`);
+        if (this.recordLength < HEADERS[kind]) throw new StreamError(`screen record of ${this.recordLength} bytes is too short`);
+        this.kindChecked = true;
       }
       if (this.buffered < this.recordLength) break;
       const record = this.take(this.recordLength);
@@ -66,11 +81,11 @@ export class TileStreamParser {
 
 function parseRecord(record) {
   const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
-  const kind = view.getUint8(0);
+  if (view.getUint8(0) === RECORD_CURSOR) return parseCursor(record, view);
   const flags = view.getUint8(1);
-  if (kind !== RECORD_FRAME) throw new StreamError(`unknown screen record kind ${kind}`);
   if (flags & ~KNOWN_FLAGS) throw new StreamError(`unknown screen frame flags 0x${flags.toString(16)}`);
   const frame = {
+    kind: "frame",
     monitor: view.getUint16(2),
     seq: view.getUint32(4),
     width: view.getUint16(8),
@@ -109,6 +124,28 @@ function parseRecord(record) {
   return frame;
 }
 
+function parseCursor(record, view) {
+  const shape = {
+    kind: "cursor",
+    serial: view.getUint32(1),
+    hotX: view.getUint16(5),
+    hotY: view.getUint16(7),
+    width: view.getUint16(9),
+    height: view.getUint16(11),
+  };
+  const size = view.getUint32(13);
+  if (!(shape.width > 0 && shape.width <= MAX_CURSOR && shape.height > 0 && shape.height <= MAX_CURSOR)) {
+    throw new StreamError(`cursor of ${shape.width}x${shape.height} pixels`);
+  }
+  if (shape.hotX >= shape.width || shape.hotY >= shape.height) {
+    throw new StreamError(`cursor hot spot (${shape.hotX}, ${shape.hotY}) outside the cursor`);
+  }
+  if (size === 0 || size !== record.byteLength - CURSOR_HEADER) throw new StreamError("cursor record and image sizes differ");
+  if (size > MAX_CURSOR_PNG) throw new StreamError(`cursor image of ${size} bytes is too large`);
+  shape.png = record.subarray(CURSOR_HEADER);
+  return shape;
+}
+
 // Draws frames on `canvas` (the picture, pixel for pixel) and the pointer on `overlay`
 // (the same size, laid over it by the page's CSS, so both scale together).
 export class ScreenPainter {
@@ -120,6 +157,22 @@ export class ScreenPainter {
     this.monitor = null;
     this.hasPicture = false;
     this.cursor = null;
+    this.shape = null; // the device's pointer shape: { record, bitmap }, or an arrow
+  }
+
+  // A pointer shape record from the stream: drawn at the pointer from now on.
+  async setShape(record) {
+    if (this.shape && this.shape.record === record) return;
+    const bitmap = await createImageBitmap(new Blob([record.png], { type: "image/png" })).catch(() => {
+      throw new StreamError(`the pointer shape ${record.serial} is not a valid PNG image`);
+    });
+    if (bitmap.width !== record.width || bitmap.height !== record.height) {
+      bitmap.close();
+      throw new StreamError(`the pointer shape ${record.serial} is ${bitmap.width}x${bitmap.height}, not ${record.width}x${record.height}`);
+    }
+    if (this.shape) this.shape.bitmap.close();
+    this.shape = { record, bitmap };
+    this.drawCursor(this.cursor);
   }
 
   reset() {
@@ -180,7 +233,11 @@ export class ScreenPainter {
     this.cursor = cursor;
     if (!cursor) return;
     const [x, y] = cursor;
-    // An arrow, white with a black edge, its tip at the pointer's hot spot.
+    if (this.shape) {
+      pointer.drawImage(this.shape.bitmap, x - this.shape.record.hotX, y - this.shape.record.hotY);
+      return;
+    }
+    // Until the device tells its pointer's shape: an arrow, white with a black edge, its tip at the pointer's hot spot.
     pointer.beginPath();
     pointer.moveTo(x, y);
     pointer.lineTo(x, y + 17);

@@ -28,6 +28,7 @@ export function readRecording(buffer) {
   const view = new DataView(buffer);
   const parser = new TileStreamParser();
   const frames = [];
+  let shape = null; // the pointer shape in force: each frame keeps the one it was shown with
   let offset = end + 1;
   let seconds = 0;
   let complete = true;
@@ -48,7 +49,10 @@ export function readRecording(buffer) {
     if (!(at >= seconds)) throw new Error(`event at ${offset} goes back in time`);
     seconds = at;
     if (kind === OUTPUT) {
-      for (const frame of parser.feed(bytes.subarray(start, start + length))) frames.push({ seconds: at, frame });
+      for (const record of parser.feed(bytes.subarray(start, start + length))) {
+        if (record.kind === "cursor") shape = record;
+        else frames.push({ seconds: at, frame: record, shape });
+      }
     }
     offset = start + length;
   }
@@ -150,6 +154,7 @@ export async function render(root, ctx) {
       }
     }
     for (let index = start; index <= target; index += 1) {
+      if (frames[index].shape) await painter.setShape(frames[index].shape);
       await painter.paint(frames[index].frame);
       shown = index;
     }

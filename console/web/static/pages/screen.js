@@ -91,6 +91,10 @@ export function render(root, ctx) {
     let drawn = 0;
     try {
       for (const frame of parser.feed(data)) {
+        if (frame.kind === "cursor") {
+          await painter.setShape(frame); // not a picture: not acknowledged
+          continue;
+        }
         await painter.paint(frame);
         drawn += 1;
         state.frames += 1;
