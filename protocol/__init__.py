@@ -41,9 +41,11 @@ from .sessions import (
     SessionStatus,
     TerminalResize,
 )
+from .updates import AgentUpdateReport, UpdateProgress, UpdateResult
 
 __all__ = [
     "ABNORMAL_CLOSURE",
+    "AgentUpdateReport",
     "PROTOCOL_VERSION",
     "ChannelAccepted",
     "ChannelClosed",
@@ -81,6 +83,8 @@ __all__ = [
     "SessionState",
     "SessionStatus",
     "TerminalResize",
+    "UpdateProgress",
+    "UpdateResult",
     "UsageError",
     "error_from_code",
 ]

@@ -45,6 +45,7 @@ from protocol.sessions import (
     SessionStatus,
     TerminalResize,
 )
+from protocol.updates import AgentUpdateReport, UpdateProgress, UpdateResult
 
 LIMITS = Limits()
 
@@ -111,6 +112,13 @@ SAMPLES: dict[str, Message] = {
         more=True,
     ),
     "file.done": FileDone(id=3, size=10, sha256="01" * 32),
+    "update.progress": UpdateProgress(step="verified", message="signed by sha256:ab"),
+    "update.result": UpdateResult(
+        outcome="failed", exit_code=3, message="exit status 3", log_tail="boom\n", version="1.2"
+    ),
+    "update.agent": AgentUpdateReport(
+        session="s-1", package="helpline-agent", version="0.2.0", outcome="healthy", message="ok"
+    ),
 }
 
 
@@ -156,6 +164,9 @@ def test_wire_names_are_stable() -> None:
         "file.request": "FileRequest",
         "file.reply": "FileReply",
         "file.done": "FileDone",
+        "update.progress": "UpdateProgress",
+        "update.result": "UpdateResult",
+        "update.agent": "AgentUpdateReport",
     }
 
 
@@ -180,6 +191,8 @@ def test_scopes_and_senders() -> None:
         "file.request",
         "file.reply",
         "file.done",
+        "update.progress",
+        "update.result",
     }
     for name, cls in message_types().items():
         expected = Scope.CHANNEL if name in channel_types else Scope.CONNECTION
@@ -206,6 +219,9 @@ def test_scopes_and_senders() -> None:
         "file.request": {Role.CONSOLE, Role.RELAY},
         "file.reply": {Role.AGENT, Role.RELAY},
         "file.done": everyone,
+        "update.progress": {Role.AGENT, Role.RELAY},
+        "update.result": {Role.AGENT, Role.RELAY},
+        "update.agent": {Role.AGENT},
     }
 
 
@@ -352,6 +368,7 @@ RANGES = [
     ("file.reply", "size", 0, 2**62),
     ("file.reply", "code", 0, 4999),
     ("file.done", "size", 0, 2**62),
+    ("update.result", "exit_code", -1, 255),
 ]
 
 
@@ -398,6 +415,14 @@ STRING_BOUNDS = [
     ("file.reply", "prefix_sha256", 64),
     ("file.reply", "sha256", 64),
     ("file.done", "sha256", 64),
+    ("update.progress", "message", 1024),
+    ("update.result", "message", 1024),
+    ("update.result", "log_tail", 4096),
+    ("update.result", "version", 64),
+    ("update.agent", "session", 64),
+    ("update.agent", "package", 64),
+    ("update.agent", "version", 64),
+    ("update.agent", "message", 1024),
 ]
 
 
@@ -427,6 +452,9 @@ def test_every_string_field_has_a_bound_case() -> None:
         ("session.status", "state"),
         ("consent", "how"),
         ("file.request", "op"),
+        ("update.progress", "step"),
+        ("update.result", "outcome"),
+        ("update.agent", "outcome"),
     }
 
 
@@ -437,6 +465,9 @@ def test_every_string_field_has_a_bound_case() -> None:
         ("session.status", "state", "waiting", "pending"),
         ("consent", "how", "timeout", "maybe"),
         ("file.request", "op", "pull", "chmod"),
+        ("update.progress", "step", "installing", "downloading"),
+        ("update.result", "outcome", "timeout", "maybe"),
+        ("update.agent", "outcome", "rolled-back", "rollback"),
     ],
 )
 def test_enumerated_fields_accept_only_their_values(
