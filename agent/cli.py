@@ -58,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     enroll.add_argument("--ca-fingerprint", required=True, help="sha256:HEX of the relay CA")
     enroll.add_argument("--config", type=Path, required=True, help="directory for agent files")
     enroll.add_argument("--name", help="device name (default: the hostname)")
+    enroll.add_argument(
+        "--publisher-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="a publisher's Ed25519 public key (PEM) whose signed packages this agent installs"
+        " (repeatable)",
+    )
 
     run = commands.add_parser("run", help="connect to the relay and serve sessions")
     run.add_argument("--config", type=Path, required=True)
@@ -78,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "enroll":
             from .enrol import enroll as do_enroll
 
-            config = do_enroll(args.url, args.token, args.ca_fingerprint, args.config, args.name)
+            config = do_enroll(
+                args.url,
+                args.token,
+                args.ca_fingerprint,
+                args.config,
+                args.name,
+                args.publisher_key,
+            )
             print(f"enrolled as {config.name} (device {config.device_id}); run:")
             print(f"  helpline-agent run --config {args.config}")
             return 0

@@ -11,6 +11,7 @@ customer can end any session: from the notice window, or with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -40,6 +41,7 @@ from .config import AgentConfig
 from .consent import ConsentPolicy, ConsentRequest, Notice
 from .files import FileRoots, FileService
 from .shell import ShellProcess, login_shell, session_environment, working_directory
+from .updates import UpdateService
 
 log = logging.getLogger("helpline.agent.sessions")
 
@@ -63,6 +65,7 @@ class HostedSession:
     started: float = field(default_factory=time.time)
     shell: ShellProcess | None = None
     files: FileService | None = None
+    update: UpdateService | None = None
     notice: Notice | None = None
     credit: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -125,6 +128,9 @@ class SessionHost:
         if session.files is not None:
             await self._to_files(session, session.files, event)
             return
+        if session.update is not None:
+            await self._to_update(session, session.update, event)
+            return
         if isinstance(event, ChannelData):
             if session.shell is not None:
                 session.spawn(self._write(session, event.data))
@@ -151,6 +157,13 @@ class SessionHost:
             session.closed = True
             await self._teardown(session)
 
+    async def _to_update(self, session: HostedSession, update: UpdateService, event: Event) -> None:
+        if isinstance(event, ChannelData):
+            await update.handle_data(event.data)
+        elif isinstance(event, ChannelClosed):
+            session.closed = True
+            await self._teardown(session)
+
     async def _write(self, session: HostedSession, data: bytes) -> None:
         assert session.shell is not None
         await session.shell.write(data)
@@ -171,7 +184,22 @@ class SessionHost:
             reason=session.reason,
             device=self.config.name,
         )
-        if session.kind not in (SessionKind.SHELL, SessionKind.FILES):
+        if session.kind == SessionKind.UPDATE:
+            session.update = UpdateService(
+                self.config, conn, session.channel, self._send, params, session.id, session.spawn
+            )
+            problem = session.update.problem_before_start()
+            if problem is not None:
+                conn.reject_channel(session.channel, ErrorCode.NOT_PERMITTED, problem)
+                self.sessions.pop(session.channel, None)
+                await self._send()
+                log.warning("update %s refused: %s", session.id, problem)
+                return
+            what = f"install {params.get('package', '?')} {params.get('version', '?')}"
+            request = dataclasses.replace(
+                request, reason=f"{what}: {session.reason}" if session.reason else what
+            )
+        elif session.kind not in (SessionKind.SHELL, SessionKind.FILES):
             conn.reject_channel(
                 session.channel,
                 ErrorCode.NOT_PERMITTED,
@@ -194,6 +222,24 @@ class SessionHost:
             self.sessions.pop(session.channel, None)
             await self._send()
             log.info("session %s denied (%s)", session.id, decision.how)
+            return
+        if session.update is not None:
+            try:
+                session.update.open_spool()
+            except OSError as exc:
+                log.warning("update %s: no temporary directory: %s", session.id, exc)
+                conn.reject_channel(
+                    session.channel, ErrorCode.INTERNAL, "the agent cannot store the package"
+                )
+                self.sessions.pop(session.channel, None)
+                await self._send()
+                return
+            conn.accept_channel(session.channel)
+            await self._send()
+            log.info("update session %s started for %s", session.id, session.technician)
+            session.notice = await self.consent.notice(request)
+            if session.notice is not None:
+                session.spawn(self._watch_notice(session, session.notice))
             return
         if session.kind == SessionKind.FILES:
             session.files = FileService(self.roots, conn, session.channel, self._send)
@@ -289,6 +335,8 @@ class SessionHost:
             await session.shell.terminate()
         if session.files is not None:
             await session.files.close()
+        if session.update is not None:
+            await session.update.close()
         if session.notice is not None:
             await session.notice.close()
         current = asyncio.current_task()
