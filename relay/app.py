@@ -12,7 +12,7 @@ from aiohttp import web
 from protocol.errors import ErrorCode
 
 from . import agents, consoles
-from .api import admin, audit, devices, enrol, session, sessions
+from .api import admin, audit, devices, enrol, session, sessions, updates
 from .api.common import auth_middleware, errors_middleware
 from .audit import AuditLog
 from .auth import Authenticator
@@ -25,6 +25,7 @@ from .sshgate import SshGateway, start_gateway
 from .state import RELAY, RelayState
 from .store import open_store
 from .tls import start_tls_server
+from .updates.engine import RolloutEngine
 
 log = logging.getLogger("helpline.relay")
 
@@ -53,6 +54,8 @@ async def build_state(config: RelayConfig) -> RelayState:
         presence=Presence(),
     )
     state.broker = Broker(state)
+    state.updates = RolloutEngine(state)
+    state.presence.online_listeners.append(state.updates.device_online)
     return state
 
 
@@ -61,7 +64,7 @@ def build_app(state: RelayState) -> web.Application:
         middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_REQUEST_BODY
     )
     app[RELAY] = state
-    for module in (session, devices, admin, audit, enrol, sessions, agents, consoles):
+    for module in (session, devices, admin, audit, enrol, sessions, agents, consoles, updates):
         app.add_routes(module.routes)
     app.on_shutdown.append(_close_links)
     return app
@@ -103,6 +106,7 @@ class RunningRelay:
             self.ssh.stop_listening()
         for task in self.tasks:
             task.cancel()
+        await self.state.updates.stop()
         await self.runner.cleanup()  # ends every session, SSH ones included
         if self.ssh is not None:
             await self.ssh.stop()
@@ -126,6 +130,7 @@ async def start_relay(config: RelayConfig, listen: str | None = None) -> Running
         backlog=4096,
     )
     await seal_interrupted_sessions(state)
+    await state.updates.start()
     ssh = None
     ssh_listen = ""
     if config.ssh.listen:

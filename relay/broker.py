@@ -57,7 +57,9 @@ log = logging.getLogger("helpline.sessions")
 #: Longest reason or parameter (a command...) a session request may carry.
 MAX_PARAM_LENGTH = 1024
 #: Kinds this relay brokers today.
-SUPPORTED_KINDS = frozenset({SessionKind.SHELL, SessionKind.FILES})
+SUPPORTED_KINDS = frozenset({SessionKind.SHELL, SessionKind.FILES, SessionKind.UPDATE})
+#: Parameters of an update session (relay/updates), passed on to the agent.
+UPDATE_PARAMS = ("package", "version", "size", "downgrade", "timeout", "rollout")
 #: End reasons, as audited, by ChannelClose code from the agent's side.
 _AGENT_END_REASONS = {
     EndCode.CUSTOMER: "customer",
@@ -132,6 +134,10 @@ class Broker:
                 raise NotPermitted("auditors cannot open sessions")
             if kind not in SUPPORTED_KINDS:
                 raise NotPermitted(f"{kind} sessions are not available on this relay")
+            if kind == SessionKind.UPDATE and tech.via != "update":
+                raise NotPermitted(
+                    "update sessions are opened by rollouts ('helpline update push')"
+                )
             device = await find_device(relay, user, device_key)
             if device.revoked_at is not None:
                 raise NotFound(f"device {device.name!r} is revoked")
@@ -200,6 +206,7 @@ class Broker:
             return None
         agent_params = {
             **{k: v for k, v in params.items() if k in ("term", "cols", "rows", "command", "pty")},
+            **({k: v for k, v in params.items() if k in UPDATE_PARAMS} if kind == "update" else {}),
             "session": session_id,
             "technician": user.username,
             "technician_name": user.full_name,
