@@ -45,8 +45,8 @@ from .updates import AgentUpdateReport, UpdateProgress, UpdateResult
 
 __all__ = [
     "ABNORMAL_CLOSURE",
-    "AgentUpdateReport",
     "PROTOCOL_VERSION",
+    "AgentUpdateReport",
     "ChannelAccepted",
     "ChannelClosed",
     "ChannelData",

@@ -79,7 +79,7 @@ class DeviceDelivery(TechnicianLeg):
         self.device = device
         self.user = user
         self.package = package
-        self._progress = progress
+        self._report = progress
         self.session: Session | None = None
         self.outcome: Outcome | None = None
         self.awaiting_report = False  # an agent update: installed, restarting
@@ -120,6 +120,14 @@ class DeviceDelivery(TechnicianLeg):
                 self._sender.cancel()
         assert self.outcome is not None
         return self.outcome
+
+    async def _progress(self, device: RolloutDevice, state: DeviceState, message: str) -> None:
+        """Record a step. Never raises: this runs inside the broker's handling of the
+        agent's connection, which a failure here must not take down."""
+        try:
+            await self._report(device, state, message)
+        except Exception:
+            log.exception("rollout %s: could not record a step", self.rollout.id)
 
     def _finish(self, outcome: Outcome) -> None:
         if self.outcome is None or self.awaiting_report:

@@ -137,7 +137,7 @@ class RolloutRun:
 
     async def _progress(self, device: RolloutDevice, state: DeviceState, message: str) -> None:
         first = device.state is not state
-        await self.set(device, state, message, session=device.session)
+        await self.set(device, state, message)
         if first and state in (DeviceState.SENT, DeviceState.INSTALLING):
             await self.relay.audit.record(
                 self.rollout.created_by,
@@ -179,14 +179,14 @@ class RolloutRun:
         device.updated_at = time.time()
         for name, value in fields.items():
             setattr(device, name, value)
+        changes = {"session": device.session, **fields}
         await self.relay.store.update_rollout_device(
             self.rollout.id,
             device.device_id,
             state=state,
             message=device.message,
             updated_at=device.updated_at,
-            session=device.session,
-            **fields,
+            **changes,
         )
 
     async def _stop(self, state: RolloutState, message: str, action: str, **details: Any) -> None:
