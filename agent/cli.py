@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="connect to the relay and serve sessions")
     run.add_argument("--config", type=Path, required=True)
 
+    supervise = commands.add_parser(
+        "supervise",
+        help="run the agent under a supervisor that applies agent updates and rolls back"
+        " a version that does not come back healthy",
+    )
+    supervise.add_argument("--config", type=Path, required=True)
+
     sessions = commands.add_parser(
         "sessions", help="sessions on this machine (the customer's view)"
     )
@@ -101,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "end" and not args.session:
                 parser.error("sessions end needs a session id")
             return _sessions(args.config, args.action, args.session)
+        if args.command == "supervise":
+            from .updates.supervisor import Supervisor
+
+            return Supervisor(load_config(args.config), verbose=args.verbose).run()
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.config))
         return 0

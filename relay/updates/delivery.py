@@ -148,13 +148,20 @@ class DeviceDelivery(TechnicianLeg):
         """The agent's verdict on its own update (on its connection, after a restart)."""
         if not self.awaiting_report:
             return
+        installed = self.outcome  # the install step's exit status and log
+        log_tail = installed.log_tail if installed is not None else ""
+        exit_code = installed.exit_code if installed is not None else None
         if report.outcome == "healthy" and report.version == self.rollout.package_version:
-            self._finish(Outcome(DeviceState.SUCCEEDED, report.message or "healthy", 0))
+            self._finish(
+                Outcome(DeviceState.SUCCEEDED, report.message or "healthy", exit_code, log_tail)
+            )
         else:
             self._finish(
                 Outcome(
                     DeviceState.FAILED,
                     report.message or f"agent update rolled back ({report.outcome})",
+                    exit_code,
+                    log_tail,
                     rolled_back=report.outcome == "rolled-back",
                 )
             )
