@@ -81,12 +81,20 @@ class SelfUpdate:
         return cls(config, agent_root(config))
 
     async def install(
-        self, header: PackageHeader, payload: Path, session: str, seconds: float
+        self,
+        header: PackageHeader,
+        payload: Path,
+        session: str,
+        seconds: float,
+        *,
+        downgrade: bool = False,
     ) -> InstallRun:
         manifest = header.manifest
-        if compare_versions(manifest.version, AGENT_VERSION) <= 0:
+        order = compare_versions(manifest.version, AGENT_VERSION)
+        if order == 0 or (order < 0 and not downgrade):
             raise SelfUpdateError(
                 f"agent {manifest.version} is not newer than the running {AGENT_VERSION}"
+                + ("" if order == 0 else " (push it as a deliberate downgrade to allow this)")
             )
         state = read_json(self.root / "state.json")
         if state.get("pending"):

@@ -225,7 +225,9 @@ class UpdateService:
         try:
             updater = SelfUpdate.from_environment(self.config)
             await self._progress(UpdateStep.INSTALLING, "installing the new agent version")
-            run = await updater.install(header, payload, self.session_id, self.timeout)
+            run = await updater.install(
+                header, payload, self.session_id, self.timeout, downgrade=self.downgrade
+            )
         except SelfUpdateError as error:
             await self.finish(UpdateOutcome.REFUSED, str(error))
             return
