@@ -304,3 +304,28 @@ async def test_cancel_skips_what_was_not_sent(
     assert entry["details"]["skipped"] == 2
     unknown = run_helpline(cli, "update", "status", "ffffffff")
     assert unknown.returncode == 1 and "no rollout matches" in unknown.stderr
+
+
+async def test_a_rollout_survives_a_relay_restart(
+    relay: RelayProcess,
+    admin_client: HelplineClient,
+    tmp_path: Path,
+    publisher: Publisher,
+    agents: list[AgentProcess],
+) -> None:
+    await admin_client.create_group("fleet")
+    first, later = fleet(relay, tmp_path, publisher, agents, ["keep-a", "keep-b"])
+    first.start()
+    await wait_online(admin_client, "keep-a")
+    cli = cli_as_admin(relay, tmp_path / "cli")
+    package = publisher.package(tmp_path, "tool", "5.0", FAILS_ON_NODE_D)
+    rollout = rollout_id(push(cli, package, "--group", "fleet", "--batch", "1"))
+    await wait_device_state(admin_client, rollout, "keep-a", "succeeded")
+    await wait_device_state(admin_client, rollout, "keep-b", "pending")
+    relay.stop()
+    relay.start()
+    later.start()
+    body = await wait_rollout(admin_client, rollout)
+    assert body["state"] == "completed"
+    assert {d["state"] for d in body["devices"]} == {"succeeded"}
+    assert (tmp_path / "agent-keep-b" / "installed.txt").read_text() == "ok\n"
