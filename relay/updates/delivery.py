@@ -197,6 +197,10 @@ class DeviceDelivery(TechnicianLeg):
         await self._progress(self.device, DeviceState.SENT, "waiting for the device's consent")
 
     async def refused(self, session: Session | None, state: str, code: int, message: str) -> None:
+        if session is None and not self.broker.relay.presence.is_online(self.device.device_id):
+            # it went offline between the rollout's look and the request: not a failure
+            self._finish(Outcome(DeviceState.PENDING, "offline: sent when it returns"))
+            return
         if code == ErrorCode.CONSENT_DENIED:
             text = f"consent denied on the device: {message}"
         else:

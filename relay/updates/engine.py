@@ -132,7 +132,10 @@ class RolloutRun:
             log.exception("rollout %s: delivery to %s failed", self.rollout.id, device.device_name)
             outcome = Outcome(DeviceState.FAILED, "internal error in the relay")
         self.deliveries.pop(device.device_id, None)
-        await self.finish_device(device, outcome)
+        if outcome.state is DeviceState.PENDING:
+            await self.set(device, DeviceState.PENDING, outcome.message)
+        else:
+            await self.finish_device(device, outcome)
         await self.advance()
 
     async def _progress(self, device: RolloutDevice, state: DeviceState, message: str) -> None:
@@ -299,10 +302,23 @@ class RolloutEngine:
         await run.cancel(user)
 
     async def device_online(self, link: AgentLink) -> None:
+        """A device connected: send what its rollouts hold for it (in the background: a
+        failure here must never touch the agent's connection)."""
+        if self.runs:
+            self.spawn(self._device_online(link.device_id), f"rollouts for {link.name}")
+
+    async def _device_online(self, device_id: str) -> None:
         for run in list(self.runs.values()):
-            await run.device_online(link.device_id)
+            await run.device_online(device_id)
 
     async def agent_report(self, link: AgentLink, report: AgentUpdateReport) -> None:
+        """The agent's verdict on its own update; never raises into its connection."""
+        try:
+            await self._agent_report(link, report)
+        except Exception:
+            log.exception("agent update report from %s could not be recorded", link.name)
+
+    async def _agent_report(self, link: AgentLink, report: AgentUpdateReport) -> None:
         for run in list(self.runs.values()):
             delivery = run.deliveries.get(link.device_id)
             if delivery is not None and delivery.device.session == report.session:
