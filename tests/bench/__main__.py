@@ -6,7 +6,7 @@ pytest tests and ``make test`` never runs them. Environment knobs:
 (generator processes, default 2), ``BENCH_KEYSTROKES`` (2000), ``BENCH_SESSIONS``
 (200), ``BENCH_FILE_MB`` (1024) and ``BENCH_TMPDIR`` (where the big file goes).
 ``python -m tests.bench NAME...`` runs only the benchmarks named (``idle``,
-``shell``, ``files``). See ``tests/bench/README.md``.
+``shell``, ``files``, ``updates``). See ``tests/bench/README.md``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import file_transfer, idle_agents, shell_latency
+from . import file_transfer, idle_agents, shell_latency, update_push
 
 BENCHMARKS: list[tuple[str, str, Callable[[], int]]] = [
     ("idle", "idle agents", idle_agents.main),
     ("shell", "shell sessions", shell_latency.main),
     ("files", "file transfer", file_transfer.main),
+    ("updates", "update push", update_push.main),
 ]
 
 
@@ -29,7 +30,7 @@ def main() -> int:
     wanted = set(sys.argv[1:])
     unknown = wanted - {key for key, _, _ in BENCHMARKS}
     if unknown:
-        print(f"unknown benchmark {sorted(unknown)}; choose from idle, shell, files")
+        print(f"unknown benchmark {sorted(unknown)}; choose from idle, shell, files, updates")
         return 2
     status = 0
     for key, name, run in BENCHMARKS:
