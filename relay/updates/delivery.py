@@ -57,7 +57,8 @@ class Outcome:
     rolled_back: bool = False
 
 
-Report = Callable[[RolloutDevice, DeviceState, str], Awaitable[None]]
+#: Records a step of a device: its state, a message, and the audit action (if audited).
+Report = Callable[[RolloutDevice, DeviceState, str, str | None], Awaitable[None]]
 
 
 class DeviceDelivery(TechnicianLeg):
@@ -121,11 +122,13 @@ class DeviceDelivery(TechnicianLeg):
         assert self.outcome is not None
         return self.outcome
 
-    async def _progress(self, device: RolloutDevice, state: DeviceState, message: str) -> None:
+    async def _progress(
+        self, device: RolloutDevice, state: DeviceState, message: str, action: str | None = None
+    ) -> None:
         """Record a step. Never raises: this runs inside the broker's handling of the
         agent's connection, which a failure here must not take down."""
         try:
-            await self._report(device, state, message)
+            await self._report(device, state, message, action)
         except Exception:
             log.exception("rollout %s: could not record a step", self.rollout.id)
 
@@ -194,7 +197,9 @@ class DeviceDelivery(TechnicianLeg):
     async def waiting(self, session: Session) -> None:
         self.session = session
         self.device.session = session.id
-        await self._progress(self.device, DeviceState.SENT, "waiting for the device's consent")
+        await self._progress(
+            self.device, DeviceState.SENT, "waiting for the device's consent", "update.sent"
+        )
 
     async def refused(self, session: Session | None, state: str, code: int, message: str) -> None:
         if session is None and not self.broker.relay.presence.is_online(self.device.device_id):
@@ -223,7 +228,12 @@ class DeviceDelivery(TechnicianLeg):
     async def message(self, message: Message) -> None:
         if isinstance(message, UpdateProgress):
             if message.step == UpdateStep.INSTALLING:
-                await self._progress(self.device, DeviceState.INSTALLING, message.message)
+                await self._progress(
+                    self.device, DeviceState.INSTALLING, message.message, "update.installing"
+                )
+            elif message.step == UpdateStep.VERIFIED:
+                text = f"verified: {message.message}"
+                await self._progress(self.device, DeviceState.SENT, text, "update.verified")
             else:
                 await self._progress(self.device, DeviceState.SENT, message.step)
         elif isinstance(message, UpdateResult) and self.outcome is None:
@@ -240,7 +250,9 @@ class DeviceDelivery(TechnicianLeg):
                 if self._scope is not None:  # the new version gets the same time again
                     loop = asyncio.get_running_loop()
                     self._scope.reschedule(loop.time() + self.rollout.timeout + MARGIN)
-                await self._progress(self.device, DeviceState.INSTALLING, message.message)
+                await self._progress(
+                    self.device, DeviceState.INSTALLING, message.message, "update.restarting"
+                )
             else:
                 text = message.message
                 if message.outcome == UpdateOutcome.REFUSED:

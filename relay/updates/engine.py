@@ -138,18 +138,20 @@ class RolloutRun:
             await self.finish_device(device, outcome)
         await self.advance()
 
-    async def _progress(self, device: RolloutDevice, state: DeviceState, message: str) -> None:
-        first = device.state is not state
+    async def _progress(
+        self, device: RolloutDevice, state: DeviceState, message: str, action: str | None
+    ) -> None:
         await self.set(device, state, message)
-        if first and state in (DeviceState.SENT, DeviceState.INSTALLING):
+        if action is not None:
             await self.relay.audit.record(
                 self.rollout.created_by,
-                "update.sent" if state is DeviceState.SENT else "update.installing",
+                action,
                 device.device_name,
                 rollout=self.rollout.id,
                 session=device.session,
                 package=self.rollout.package_name,
                 version=self.rollout.package_version,
+                message=message,
             )
 
     async def finish_device(self, device: RolloutDevice, outcome: Outcome) -> None:

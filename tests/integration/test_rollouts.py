@@ -329,3 +329,29 @@ async def test_a_rollout_survives_a_relay_restart(
     assert body["state"] == "completed"
     assert {d["state"] for d in body["devices"]} == {"succeeded"}
     assert (tmp_path / "agent-keep-b" / "installed.txt").read_text() == "ok\n"
+
+
+async def test_a_relay_restart_mid_install_is_recorded_as_unknown(
+    relay: RelayProcess,
+    admin_client: HelplineClient,
+    tmp_path: Path,
+    publisher: Publisher,
+    agents: list[AgentProcess],
+) -> None:
+    await admin_client.create_group("fleet")
+    (agent,) = fleet(relay, tmp_path, publisher, agents, ["midway"])
+    agent.start()
+    await wait_online(admin_client, "midway")
+    cli = cli_as_admin(relay, tmp_path / "cli")
+    package = publisher.package(tmp_path, "slow", "1.0", "echo begin\nsleep 63.5\n")
+    rollout = rollout_id(push(cli, package, "--device", "midway"))
+    await wait_device_state(admin_client, rollout, "midway", "installing")
+    relay.stop()
+    relay.start()
+    body = await wait_rollout(admin_client, rollout)
+    assert body["state"] == "halted"
+    assert body["devices"][0]["state"] == "failed"
+    assert body["devices"][0]["message"] == "the relay restarted during the update"
+    # the agent stopped the install with the session, and came back
+    await wait_online(admin_client, "midway")
+    assert pgrep("sleep 63.5") == []

@@ -14,7 +14,7 @@ from certs.packages import MAGIC, read_header_file
 from console.client import HelplineClient
 
 from .conftest import RelayProcess, run_helpline
-from .helpers import audit_entries, logged_in
+from .helpers import audit_entries, logged_in, new_user
 from .session_helpers import cli_as_admin, technician, wait_online
 from .update_helpers import (
     enroll_with_key,
@@ -69,8 +69,10 @@ async def test_push_to_a_device_installs_reports_and_audits(
         actions = [e["action"] for e in await audit_entries(admin_client, target="desk")]
         for action in ("session.request", "session.consent", "session.start", "update.sent"):
             assert action in actions
-        for action in ("update.installing", "update.result", "session.end"):
+        for action in ("update.verified", "update.installing", "update.result", "session.end"):
             assert action in actions
+        (verified,) = await audit_entries(admin_client, action="update.verified", target="desk")
+        assert "notes 1.2.0 signed by sha256:" in verified["details"]["message"]
         (result_entry,) = await audit_entries(admin_client, action="update.result", target="desk")
         assert result_entry["actor"] == relay.admin["username"]
         assert result_entry["details"]["state"] == "succeeded"
@@ -132,10 +134,12 @@ async def test_what_the_device_and_the_relay_refuse(
     stranger = new_publisher(tmp_path, "stranger")
     agent = enroll_with_key(relay, tmp_path, "desk", publisher)
     keyless = enroll_with_key(relay, tmp_path, "keyless", None)
+    tiny = enroll_with_key(relay, tmp_path, "tiny", publisher, extra={"max_package_size": "100"})
     agent.start()
     keyless.start()
+    tiny.start()
     try:
-        await wait_online(admin_client, "desk", "keyless")
+        await wait_online(admin_client, "desk", "keyless", "tiny")
         cli = cli_as_admin(relay, tmp_path / "cli")
 
         # signed by a key the agent does not pin: the relay takes it, the device refuses it
@@ -152,6 +156,47 @@ async def test_what_the_device_and_the_relay_refuse(
         device = json.loads(result.stdout)["devices"][0]
         assert device["state"] == "failed"
         assert "trusts no publisher key" in device["message"]
+
+        # for another platform: refused after verification, nothing run
+        windows = tmp_path / "windows"
+        windows.mkdir()
+        (windows / "install.sh").write_text("echo never\n")
+        built = run_helpline(
+            publisher.cli_config,
+            "package",
+            "build",
+            str(windows),
+            "--name",
+            "tool",
+            "--version",
+            "1.5",
+            "--platform",
+            "win32",
+            "--install",
+            "sh install.sh",
+            "-o",
+            str(tmp_path / "win.hlpkg"),
+        )
+        assert built.returncode == 0, built.stderr
+        signed = run_helpline(
+            publisher.cli_config,
+            "package",
+            "sign",
+            str(tmp_path / "win.hlpkg"),
+            "--key",
+            str(publisher.key),
+        )
+        assert signed.returncode == 0, signed.stderr
+        result = push(cli, tmp_path / "win.hlpkg", "--device", "desk", "--wait", "--json")
+        device = json.loads(result.stdout)["devices"][0]
+        assert device["state"] == "failed"
+        assert "the package is for win32, not linux" in device["message"]
+
+        # larger than the agent accepts: refused before consent and before any transfer
+        result = push(cli, good, "--device", "tiny", "--wait", "--json")
+        device = json.loads(result.stdout)["devices"][0]
+        assert device["state"] == "failed"
+        assert "larger than this agent accepts (100 bytes)" in device["message"]
 
         # payload changed and manifest hash fixed up: form fine, signature broken
         tampered = _tampered(good, tmp_path / "tampered.hlpkg")
@@ -184,6 +229,7 @@ async def test_what_the_device_and_the_relay_refuse(
     finally:
         agent.stop()
         keyless.stop()
+        tiny.stop()
 
 
 async def test_technicians_push_only_where_they_hold_grants(
@@ -209,6 +255,13 @@ async def test_technicians_push_only_where_they_hold_grants(
         denied = await audit_entries(admin_client, action="api.denied")
         assert any(e["actor"] == "olga" and "updates" in e["target"] for e in denied)
         assert not await audit_entries(admin_client, action="update.push")
+
+        auditor = await new_user(admin_client, "audrey", role="auditor")
+        async with logged_in(relay, auditor) as audrey:
+            with pytest.raises(Exception, match="needs the admin or technician role"):
+                await audrey.upload("/api/v1/updates/packages", package)
+            with pytest.raises(Exception, match="needs the admin or technician role"):
+                await audrey.request("GET", "/api/v1/updates/rollouts")
 
         insider = await technician(admin_client, "ivan", group="lab")
         async with logged_in(relay, insider) as ivan:
