@@ -59,6 +59,10 @@ publisher_keys = {publisher_keys}
 install_timeout = 600.0
 # Largest package file accepted, in bytes.
 max_package_size = 268435456
+# Whether a push marked as a deliberate downgrade may install an older signed version.
+# false: versions only ever move forward here, whoever pushes (a compromised relay cannot
+# roll this machine back to an old, signed but vulnerable version).
+accept_downgrades = true
 # Seconds a new agent version has to connect and report healthy before the supervisor
 # (helpline-agent supervise) restores the previous one.
 health_deadline = 60.0
@@ -89,6 +93,7 @@ class AgentConfig:
     install_timeout: float = 600.0
     max_package_size: int = 256 * 1024 * 1024
     health_deadline: float = 60.0
+    accept_downgrades: bool = True
 
     @property
     def updates_dir(self) -> Path:
@@ -154,6 +159,9 @@ def load_config(directory: Path) -> AgentConfig:
     keys = updates.get("publisher_keys", [])
     if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
         raise ConfigError(f"{path}: [updates] publisher_keys must be a list of file paths")
+    accept_downgrades = updates.get("accept_downgrades", True)
+    if not isinstance(accept_downgrades, bool):
+        raise ConfigError(f"{path}: [updates] accept_downgrades must be true or false")
     try:
         return AgentConfig(
             directory=directory,
@@ -171,6 +179,7 @@ def load_config(directory: Path) -> AgentConfig:
             install_timeout=_number(updates, "install_timeout", 600.0),
             max_package_size=int(_number(updates, "max_package_size", 256 * 1024 * 1024)),
             health_deadline=_number(updates, "health_deadline", 60.0),
+            accept_downgrades=accept_downgrades,
         )
     except KeyError as exc:
         raise ConfigError(f"{path}: [relay] {exc.args[0]} is missing") from None

@@ -77,7 +77,8 @@ class UpdateService:
         self._spawn = spawn
         self.announced_name = params.get("package", "")
         self.announced_version = params.get("version", "")
-        self.downgrade = params.get("downgrade", "0") == "1"
+        # the relay's word is enough only where the machine's administrator allows it
+        self.downgrade = params.get("downgrade", "0") == "1" and config.accept_downgrades
         self.rollout = params.get("rollout", "")
         self.timeout = _positive(params.get("timeout"), config.install_timeout)
         self.timeout = min(self.timeout, config.install_timeout)

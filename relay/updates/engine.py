@@ -111,7 +111,7 @@ class RolloutRun:
         user = await self.relay.store.get_user_by_id(self.rollout.created_by_id)
         if user is None or user.disabled:
             await self.finish_device(
-                device, Outcome(DeviceState.FAILED, "the pushing account no longer exists")
+                device, Outcome(DeviceState.FAILED, "the pushing account was deleted or disabled")
             )
             return
         delivery = DeviceDelivery(

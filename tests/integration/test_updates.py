@@ -104,6 +104,23 @@ async def test_push_to_a_device_installs_reports_and_audits(
         assert marker.read_text() == "1.1.9\n"
         # the agent served other sessions all along: it is still online
         assert any(d["online"] for d in await admin_client.devices() if d["name"] == "desk")
+
+        # where the machine's administrator refuses downgrades, the relay's flag is not enough
+        agent.stop()
+        toml = agent.config_dir / "agent.toml"
+        toml.write_text(
+            toml.read_text().replace("accept_downgrades = true", "accept_downgrades = false")
+        )
+        agent.start()
+        await wait_online(admin_client, "desk")
+        oldest = publisher.package(
+            tmp_path, "notes", "1.0", WRITE_MARKER, files={"payload.txt": "oldest"}
+        )
+        refused = push(cli, oldest, "--device", "desk", "--downgrade", "--wait", "--json")
+        device = json.loads(refused.stdout)["devices"][0]
+        assert device["state"] == "failed"
+        assert "older than the installed version 1.1.9" in device["message"]
+        assert marker.read_text() == "1.1.9\n"
     finally:
         agent.stop()
 

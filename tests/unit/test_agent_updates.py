@@ -103,7 +103,18 @@ def test_config_reads_the_updates_section(tmp_path: Path) -> None:
     assert config.install_timeout == 600.0
     assert config.health_deadline == 60.0
     assert config.max_package_size == 256 * 1024 * 1024
+    assert config.accept_downgrades is True
     assert load_config(_config(tmp_path, "[]")).publisher_keys == ()
+    text = (tmp_path / "agent.toml").read_text()
+    (tmp_path / "agent.toml").write_text(
+        text.replace("accept_downgrades = true", "accept_downgrades = false")
+    )
+    assert load_config(tmp_path).accept_downgrades is False
+    (tmp_path / "agent.toml").write_text(
+        text.replace("accept_downgrades = true", 'accept_downgrades = "no"')
+    )
+    with pytest.raises(ConfigError, match="accept_downgrades must be true or false"):
+        load_config(tmp_path)
     with pytest.raises(ConfigError, match="publisher_keys must be a list"):
         load_config(_config(tmp_path, '"one.pem"'))
     with pytest.raises(ConfigError, match="publisher_keys must be a list"):
