@@ -85,7 +85,7 @@ class RolloutRun:
         if self.failures() > rollout.max_failures:
             await self._stop(
                 RolloutState.HALTED,
-                f"halted: {self.failures()} failed (limit {rollout.max_failures})",
+                f"{self.failures()} failed, more than the limit of {rollout.max_failures}",
                 "update.halt",
             )
             return
@@ -202,7 +202,9 @@ class RolloutRun:
         skipped = 0
         for device in self.devices.values():
             if device.state is DeviceState.PENDING and device.device_id not in self.deliveries:
-                await self.set(device, DeviceState.SKIPPED, f"skipped: rollout {message}")
+                await self.set(
+                    device, DeviceState.SKIPPED, f"skipped: rollout {state.value} ({message})"
+                )
                 skipped += 1
         await self.relay.store.update_rollout(
             rollout.id, state=state, message=message, finished_at=rollout.finished_at
@@ -240,7 +242,9 @@ class RolloutRun:
     async def expire_if_due(self, now: float) -> None:
         async with self.lock:
             if self.rollout.state is RolloutState.RUNNING and now >= self.rollout.expires_at:
-                await self._stop(RolloutState.EXPIRED, "expired", "update.expire")
+                await self._stop(
+                    RolloutState.EXPIRED, "devices still offline at the expiry", "update.expire"
+                )
 
     async def cancel(self, user: User) -> None:
         async with self.lock:

@@ -89,7 +89,7 @@ async def test_five_agents_in_batches_of_two_halt_after_the_failure(
     status = run_helpline(cli, "update", "status", rollout_id(result)[:8])
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
-    assert "state: halted  (halted: 1 failed (limit 0))" in status.stdout
+    assert "state: halted  (1 failed, more than the limit of 0)" in status.stdout
     rows = {line.split()[0]: line for line in lines if line.startswith("node-")}
     assert rows["node-a"].split()[:4] == ["node-a", "1", "succeeded", "0"]
     assert rows["node-b"].split()[:4] == ["node-b", "1", "succeeded", "0"]
@@ -98,7 +98,7 @@ async def test_five_agents_in_batches_of_two_halt_after_the_failure(
     assert "exited with status 3" in rows["node-d"]
     assert rows["node-d"].rstrip().endswith("disk full on node-d")
     assert rows["node-e"].split()[:4] == ["node-e", "3", "skipped", "-"]
-    assert "halted" in rows["node-e"]
+    assert "skipped: rollout halted (1 failed, more than the limit of 0)" in rows["node-e"]
 
     body = json.loads(run_helpline(cli, "update", "status", rollout_id(result), "--json").stdout)
     devices = by_device(body)
@@ -276,7 +276,9 @@ async def test_offline_devices_get_it_when_they_return_until_the_rollout_expires
     devices = by_device(body)
     assert body["state"] == "expired"
     assert devices["away-c"]["state"] == "skipped"
-    assert "expired" in devices["away-c"]["message"]
+    assert devices["away-c"]["message"] == (
+        "skipped: rollout expired (devices still offline at the expiry)"
+    )
     assert gone.process is None
     assert await audit_entries(admin_client, action="update.expire")
 
