@@ -307,7 +307,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     push.add_argument("--downgrade", action="store_true", help="a deliberate downgrade")
     push.add_argument("--timeout", type=int, help="seconds the install command may run")
     push.add_argument("--expires", type=int, help="seconds to wait for offline devices")
-    push.add_argument("--wait", action="store_true", help="wait for the end, show the status")
+    push.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the end and show the status (exit status 2 unless it completed)",
+    )
     push.add_argument("--json", action="store_true")
     push.set_defaults(run=cmd_update_push)
     status = update_commands.add_parser("status", help="per-device results of a rollout")
