@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from certs.packages import (
+    MAGIC,
     PackageError,
     PackageHeader,
     PublisherKeys,
@@ -93,8 +94,8 @@ class UpdateService:
 
     def problem_before_start(self) -> str | None:
         """Why this update cannot even be received (checked before consent is asked)."""
-        if self.size is None:
-            return "the relay did not announce the package's size"
+        if self.size is None or self.size < len(MAGIC):
+            return "the relay did not announce a usable package size"
         if self.size > self.config.max_package_size:
             return (
                 f"the package ({self.size} bytes) is larger than this agent accepts"
