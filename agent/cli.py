@@ -58,9 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     enroll.add_argument("--ca-fingerprint", required=True, help="sha256:HEX of the relay CA")
     enroll.add_argument("--config", type=Path, required=True, help="directory for agent files")
     enroll.add_argument("--name", help="device name (default: the hostname)")
+    enroll.add_argument(
+        "--publisher-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="a publisher's Ed25519 public key (PEM) whose signed packages this agent installs"
+        " (repeatable)",
+    )
 
     run = commands.add_parser("run", help="connect to the relay and serve sessions")
     run.add_argument("--config", type=Path, required=True)
+
+    supervise = commands.add_parser(
+        "supervise",
+        help="run the agent under a supervisor that applies agent updates and rolls back"
+        " a version that does not come back healthy",
+    )
+    supervise.add_argument("--config", type=Path, required=True)
 
     sessions = commands.add_parser(
         "sessions", help="sessions on this machine (the customer's view)"
@@ -78,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "enroll":
             from .enrol import enroll as do_enroll
 
-            config = do_enroll(args.url, args.token, args.ca_fingerprint, args.config, args.name)
+            config = do_enroll(
+                args.url,
+                args.token,
+                args.ca_fingerprint,
+                args.config,
+                args.name,
+                args.publisher_key,
+            )
             print(f"enrolled as {config.name} (device {config.device_id}); run:")
             print(f"  helpline-agent run --config {args.config}")
             return 0
@@ -86,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "end" and not args.session:
                 parser.error("sessions end needs a session id")
             return _sessions(args.config, args.action, args.session)
+        if args.command == "supervise":
+            from .updates.supervisor import Supervisor
+
+            return Supervisor(load_config(args.config), verbose=args.verbose).run()
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.config))
         return 0

@@ -49,6 +49,23 @@ program = ""
 [files]
 # Directories file transfers may touch; empty means the agent user's home directory.
 roots = []
+
+[updates]
+# Publisher public keys (PEM files; relative paths are in this directory) whose signed
+# packages this agent installs. Only this machine's administrator sets them (at enrolment
+# with --publisher-key, or here): the relay cannot add one. No key: no package installs.
+publisher_keys = {publisher_keys}
+# Seconds an install command may run before it is killed and reported as timed out.
+install_timeout = 600.0
+# Largest package file accepted, in bytes.
+max_package_size = 268435456
+# Whether a push marked as a deliberate downgrade may install an older signed version.
+# false: versions only ever move forward here, whoever pushes (a compromised relay cannot
+# roll this machine back to an old, signed but vulnerable version).
+accept_downgrades = true
+# Seconds a new agent version has to connect and report healthy before the supervisor
+# (helpline-agent supervise) restores the previous one.
+health_deadline = 60.0
 """
 
 POLICIES = frozenset({"prompt", "notify", "allow"})
@@ -72,6 +89,18 @@ class AgentConfig:
     prompt_timeout: float = 30.0
     file_roots: tuple[str, ...] = ()
     shell: str = ""
+    publisher_keys: tuple[str, ...] = ()
+    install_timeout: float = 600.0
+    max_package_size: int = 256 * 1024 * 1024
+    health_deadline: float = 60.0
+    accept_downgrades: bool = True
+
+    @property
+    def updates_dir(self) -> Path:
+        return self.directory / "updates"
+
+    def publisher_key_paths(self) -> list[Path]:
+        return [self.directory / p for p in self.publisher_keys]
 
     @property
     def key_file(self) -> Path:
@@ -126,6 +155,13 @@ def load_config(directory: Path) -> AgentConfig:
     for root in roots:
         if not root.startswith(("/", "~")) or "\0" in root:
             raise ConfigError(f"{path}: [files] roots must be absolute paths, not {root!r}")
+    updates = raw.get("updates", {})
+    keys = updates.get("publisher_keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        raise ConfigError(f"{path}: [updates] publisher_keys must be a list of file paths")
+    accept_downgrades = updates.get("accept_downgrades", True)
+    if not isinstance(accept_downgrades, bool):
+        raise ConfigError(f"{path}: [updates] accept_downgrades must be true or false")
     try:
         return AgentConfig(
             directory=directory,
@@ -139,6 +175,11 @@ def load_config(directory: Path) -> AgentConfig:
             prompt_timeout=prompt_timeout,
             file_roots=tuple(roots),
             shell=shell,
+            publisher_keys=tuple(keys),
+            install_timeout=_number(updates, "install_timeout", 600.0),
+            max_package_size=int(_number(updates, "max_package_size", 256 * 1024 * 1024)),
+            health_deadline=_number(updates, "health_deadline", 60.0),
+            accept_downgrades=accept_downgrades,
         )
     except KeyError as exc:
         raise ConfigError(f"{path}: [relay] {exc.args[0]} is missing") from None

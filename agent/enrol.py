@@ -12,6 +12,7 @@ import http.client
 import json
 import socket
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from certs.bootstrap import fetch_pinned_ca
 from certs.contexts import pinned_client_context
 from certs.files import write_public, write_secret
 from certs.keys import generate_private_key, private_key_pem
+from certs.packages import load_public_key, public_key_pem
 from protocol.errors import Conflict, error_from_code
 
 from .config import TEMPLATE, AgentConfig, load_config
@@ -45,10 +47,17 @@ def post_json(url: str, path: str, body: dict[str, str], context: ssl.SSLContext
 
 
 def enroll(
-    url: str, token: str, ca_fingerprint: str, directory: Path, name: str | None = None
+    url: str,
+    token: str,
+    ca_fingerprint: str,
+    directory: Path,
+    name: str | None = None,
+    publisher_keys: Sequence[Path] = (),
 ) -> AgentConfig:
     if (directory / "agent.toml").exists():
         raise Conflict(f"{directory} already holds an enrolled agent; use another --config")
+    # Read (and check) the publisher keys before anything is sent or written.
+    keys = [public_key_pem(load_public_key(Path(p).read_bytes())) for p in publisher_keys]
     url = url.rstrip("/")
     ca_pem = fetch_pinned_ca(url, ca_fingerprint)
     device_name = name or socket.gethostname().split(".")[0]
@@ -66,6 +75,15 @@ def enroll(
     write_secret(directory / "agent.key", private_key_pem(key))
     write_public(directory / "agent.pem", str(answer["certificate"]).encode())
     write_public(directory / "ca.pem", ca_pem.encode())
-    text = TEMPLATE.format(url=url, device_id=device_id, name=answer["name"])
+    key_files = []
+    for number, pem in enumerate(keys, start=1):
+        write_public(directory / f"publisher-{number}.pem", pem)
+        key_files.append(f"publisher-{number}.pem")
+    text = TEMPLATE.format(
+        url=url,
+        device_id=device_id,
+        name=answer["name"],
+        publisher_keys=json.dumps(key_files),
+    )
     write_public(directory / "agent.toml", text.encode())
     return load_config(directory)

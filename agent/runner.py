@@ -30,12 +30,14 @@ from protocol import (
 )
 from protocol.errors import ErrorCode
 from protocol.frames import websocket_message_limit
+from protocol.updates import AgentUpdateReport
 
 from .backoff import Backoff
 from .config import AgentConfig
 from .consent import ConsentPolicy
 from .inventory import AGENT_VERSION, collect_inventory
 from .sessions import SessionHost
+from .updates.selfupdate import pending_report, report_sent
 
 log = logging.getLogger("helpline.agent")
 
@@ -52,6 +54,8 @@ class AgentRunner:
         self.connected = asyncio.Event()
         self.sessions = SessionHost(config, ConsentPolicy(config.consent, config.prompt_timeout))
         self._heartbeat_seq = 0
+        #: An agent-update report queued on this connection, confirmed once flushed.
+        self._report: dict[str, str] | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
         return pinned_client_context(
@@ -137,6 +141,9 @@ class AgentRunner:
             for event in conn.events_received():
                 await self._handle(conn, event)
             await link.flush()
+            if self._report is not None and not ws.closed:
+                report_sent(self.config, self._report)
+                self._report = None
             if conn.should_close_transport:
                 return
 
@@ -146,6 +153,14 @@ class AgentRunner:
             self.backoff.reset()
             self.connected.set()
             log.info("connected to relay as %s", self.config.name)
+            report = pending_report(self.config)
+            if report is not None:
+                try:
+                    conn.send(AgentUpdateReport(**report))
+                    self._report = report
+                    log.info("reported agent update: %s", report.get("outcome"))
+                except (TypeError, ProtocolError) as exc:
+                    log.warning("dropped a malformed agent update report: %s", exc)
         elif getattr(event, "channel", None) is not None:
             await self.sessions.handle(event)
         elif isinstance(event, ConnectionClosed):

@@ -44,6 +44,7 @@ from .files import FileRoots, FileService
 from .screen.capture import CaptureError
 from .screen.streamer import ScreenStreamer, parse_mode
 from .shell import ShellProcess, login_shell, session_environment, working_directory
+from .updates import UpdateService
 
 log = logging.getLogger("helpline.agent.sessions")
 
@@ -71,6 +72,7 @@ class HostedSession:
     shell: ShellProcess | None = None
     files: FileService | None = None
     screen: ScreenStreamer | None = None
+    update: UpdateService | None = None
     notice: Notice | None = None
     credit: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -136,6 +138,9 @@ class SessionHost:
         if session.screen is not None:
             await self._to_screen(session, session.screen, event)
             return
+        if session.update is not None:
+            await self._to_update(session, session.update, event)
+            return
         if isinstance(event, ChannelData):
             if session.shell is not None:
                 # Queued now, so the input keeps its order with a later end of input.
@@ -178,6 +183,13 @@ class SessionHost:
             session.closed = True
             await self._teardown(session)
 
+    async def _to_update(self, session: HostedSession, update: UpdateService, event: Event) -> None:
+        if isinstance(event, ChannelData):
+            await update.handle_data(event.data)
+        elif isinstance(event, ChannelClosed):
+            session.closed = True
+            await self._teardown(session)
+
     async def _acknowledge_when_taken(
         self, session: HostedSession, taken: asyncio.Future[None], size: int
     ) -> None:
@@ -199,7 +211,22 @@ class SessionHost:
             reason=session.reason,
             device=self.config.name,
         )
-        if session.kind not in _KINDS:
+        if session.kind == SessionKind.UPDATE:
+            session.update = UpdateService(
+                self.config, conn, session.channel, self._send, params, session.id, session.spawn
+            )
+            problem = session.update.problem_before_start()
+            if problem is not None:
+                conn.reject_channel(session.channel, ErrorCode.NOT_PERMITTED, problem)
+                self.sessions.pop(session.channel, None)
+                await self._send()
+                log.warning("update %s refused: %s", session.id, problem)
+                return
+            what = f"install {params.get('package', '?')} {params.get('version', '?')}"
+            request = dataclasses.replace(
+                request, reason=f"{what}: {session.reason}" if session.reason else what
+            )
+        elif session.kind not in _KINDS:
             conn.reject_channel(
                 session.channel,
                 ErrorCode.NOT_PERMITTED,
@@ -222,6 +249,24 @@ class SessionHost:
             self.sessions.pop(session.channel, None)
             await self._send()
             log.info("session %s denied (%s)", session.id, decision.how)
+            return
+        if session.update is not None:
+            try:
+                session.update.open_spool()
+            except OSError as exc:
+                log.warning("update %s: no temporary directory: %s", session.id, exc)
+                conn.reject_channel(
+                    session.channel, ErrorCode.INTERNAL, "the agent cannot store the package"
+                )
+                self.sessions.pop(session.channel, None)
+                await self._send()
+                return
+            conn.accept_channel(session.channel)
+            await self._send()
+            log.info("update session %s started for %s", session.id, session.technician)
+            session.notice = await self.consent.notice(request)
+            if session.notice is not None:
+                session.spawn(self._watch_notice(session, session.notice))
             return
         if session.kind == SessionKind.FILES:
             session.files = FileService(self.roots, conn, session.channel, self._send)
@@ -372,6 +417,8 @@ class SessionHost:
             await session.files.close()
         if session.screen is not None:
             await session.screen.close()
+        if session.update is not None:
+            await session.update.close()
         if session.notice is not None:
             await session.notice.close()
         current = asyncio.current_task()

@@ -33,6 +33,7 @@ from .cli_files import (
     cmd_files_rm,
 )
 from .cli_screen import add_screen_commands, export_screen_at
+from .cli_update import add_commands as add_update_commands
 from .clicommon import CliError, logged_in_client
 from .client import HelplineClient
 from .credentials import Credentials, forget_credentials, load_credentials, save_credentials
@@ -501,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser("verify", help="recompute the hash chain and recordings")
     verify.add_argument("--skip-recordings", action="store_true")
     verify.set_defaults(run=cmd_audit_verify)
+    add_update_commands(commands)
     return parser
 
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import itertools
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -92,6 +93,26 @@ class HelplineClient:
                 code = int(error.get("code", ErrorCode.INTERNAL))
                 raise error_from_code(code, str(error.get("message", response.reason)))
             return body
+
+    async def upload(self, path: str, file: Path) -> Any:
+        """POST a file's bytes (streamed, not read into memory) and return the JSON answer."""
+        with open(file, "rb") as stream:  # noqa: ASYNC230 - aiohttp streams it
+            async with self.session.post(
+                self.url + path,
+                data=stream,
+                ssl=self._ssl,
+                headers={**self._headers(), "Content-Type": "application/octet-stream"},
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=120),
+            ) as response:
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+                if response.status >= 400:
+                    error = body.get("error", {}) if isinstance(body, dict) else {}
+                    code = int(error.get("code", ErrorCode.INTERNAL))
+                    raise error_from_code(code, str(error.get("message", response.reason)))
+                return body
 
     # -- session ---------------------------------------------------------------------
 

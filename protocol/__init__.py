@@ -42,10 +42,12 @@ from .sessions import (
     SessionStatus,
     TerminalResize,
 )
+from .updates import AgentUpdateReport, UpdateProgress, UpdateResult
 
 __all__ = [
     "ABNORMAL_CLOSURE",
     "PROTOCOL_VERSION",
+    "AgentUpdateReport",
     "ChannelAccepted",
     "ChannelClosed",
     "ChannelData",
@@ -84,6 +86,8 @@ __all__ = [
     "SessionStatus",
     "TerminalResize",
     "TileStreamParser",
+    "UpdateProgress",
+    "UpdateResult",
     "UsageError",
     "error_from_code",
 ]

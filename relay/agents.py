@@ -20,6 +20,7 @@ from certs.fingerprints import fingerprint
 from protocol import Connection, Event, Hello, Inventory, Limits, Role
 from protocol.errors import AuthError, HandshakeError
 from protocol.frames import websocket_message_limit
+from protocol.updates import AgentUpdateReport
 
 from .links import AgentLink, run_link
 from .state import RELAY, VERSION, RelayState
@@ -108,6 +109,8 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
             }
             await relay.store.update_device(device.id, inventory=inventory)
             relay.presence.inventory_changed(link)
+        elif isinstance(event, AgentUpdateReport):
+            await relay.updates.agent_report(link, event)
 
     try:
         await run_link(

@@ -12,7 +12,7 @@ from aiohttp import web
 from protocol.errors import ErrorCode
 
 from . import agents, consoles
-from .api import admin, audit, devices, enrol, session, sessions
+from .api import admin, audit, devices, enrol, session, sessions, updates
 from .api.common import auth_middleware, errors_middleware
 from .audit import AuditLog
 from .auth import Authenticator
@@ -25,6 +25,7 @@ from .sshgate import SshGateway, start_gateway
 from .state import RELAY, RelayState
 from .store import open_store
 from .tls import start_tls_server
+from .updates.engine import RolloutEngine
 from .web import cookie_auth_middleware, setup_web
 
 log = logging.getLogger("helpline.relay")
@@ -54,6 +55,8 @@ async def build_state(config: RelayConfig) -> RelayState:
         presence=Presence(),
     )
     state.broker = Broker(state)
+    state.updates = RolloutEngine(state)
+    state.presence.online_listeners.append(state.updates.device_online)
     return state
 
 
@@ -63,7 +66,7 @@ def build_app(state: RelayState) -> web.Application:
         client_max_size=MAX_REQUEST_BODY,
     )
     app[RELAY] = state
-    for module in (session, devices, admin, audit, enrol, sessions, agents, consoles):
+    for module in (session, devices, admin, audit, enrol, sessions, agents, consoles, updates):
         app.add_routes(module.routes)
     app.on_shutdown.append(_close_links)
     setup_web(app)  # after _close_links: sessions end as "relay shutdown", then sockets close
@@ -106,6 +109,7 @@ class RunningRelay:
             self.ssh.stop_listening()
         for task in self.tasks:
             task.cancel()
+        await self.state.updates.stop()
         await self.runner.cleanup()  # ends every session, SSH ones included
         if self.ssh is not None:
             await self.ssh.stop()
@@ -129,6 +133,7 @@ async def start_relay(config: RelayConfig, listen: str | None = None) -> Running
         backlog=4096,
     )
     await seal_interrupted_sessions(state)
+    await state.updates.start()
     ssh = None
     ssh_listen = ""
     if config.ssh.listen:

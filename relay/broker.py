@@ -71,9 +71,13 @@ log = logging.getLogger("helpline.sessions")
 #: Longest reason or parameter (a command...) a session request may carry.
 MAX_PARAM_LENGTH = 1024
 #: Kinds this relay brokers today.
-SUPPORTED_KINDS = frozenset({SessionKind.SHELL, SessionKind.FILES, *SCREEN_KINDS})
+SUPPORTED_KINDS = frozenset(
+    {SessionKind.SHELL, SessionKind.FILES, SessionKind.UPDATE, *SCREEN_KINDS}
+)
 #: Request parameters passed on to the agent.
 AGENT_PARAMS = ("term", "cols", "rows", "command", "pty", "monitor", "mode")
+#: Parameters of an update session (relay/updates), passed on to the agent.
+UPDATE_PARAMS = ("package", "version", "size", "downgrade", "timeout", "rollout")
 #: End reasons, as audited, by ChannelClose code from the agent's side.
 _AGENT_END_REASONS = {
     EndCode.CUSTOMER: "customer",
@@ -149,6 +153,10 @@ class Broker:
                 raise NotPermitted("auditors cannot open sessions")
             if kind not in SUPPORTED_KINDS:
                 raise NotPermitted(f"{kind} sessions are not available on this relay")
+            if kind == SessionKind.UPDATE and tech.via != "update":
+                raise NotPermitted(
+                    "update sessions are opened by rollouts ('helpline update push')"
+                )
             device = await find_device(relay, user, device_key)
             if device.revoked_at is not None:
                 raise NotFound(f"device {device.name!r} is revoked")
@@ -219,6 +227,7 @@ class Broker:
             return None
         agent_params = {
             **{k: v for k, v in params.items() if k in AGENT_PARAMS},
+            **({k: v for k, v in params.items() if k in UPDATE_PARAMS} if kind == "update" else {}),
             "session": session_id,
             "technician": user.username,
             "technician_name": user.full_name,

@@ -9,7 +9,7 @@ Consoles receive a ``DeviceStatus`` when a device they may see comes or goes;
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import DeviceStatus
@@ -24,6 +24,8 @@ class Presence:
         self.consoles: set[ConsoleLink] = set()
         self.watchdog = IdleWatchdog()
         self.watchers: set[Callable[[str, AgentLink], None]] = set()
+        #: Called with each agent that comes online (rollouts send it what it missed).
+        self.online_listeners: list[Callable[[AgentLink], Awaitable[None]]] = []
 
     def is_online(self, device_id: str) -> bool:
         return device_id in self.agents
@@ -38,6 +40,8 @@ class Presence:
         if previous is not None:
             await previous.close(ErrorCode.CONFLICT, "replaced by a newer connection")
         await self._notify(link, online=True)
+        for listener in self.online_listeners:
+            await listener(link)
 
     async def agent_offline(self, link: AgentLink) -> None:
         if self.agents.get(link.device_id) is link:

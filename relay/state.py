@@ -16,6 +16,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .updates.engine import RolloutEngine
 
 VERSION = "0.1.0"
 
@@ -29,6 +30,7 @@ class RelayState:
     pki: RelayPKI
     presence: Presence
     broker: Broker = None  # type: ignore[assignment]  # set right after construction
+    updates: RolloutEngine = None  # type: ignore[assignment]  # likewise
 
 
 RELAY = web.AppKey("relay", RelayState)

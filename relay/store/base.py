@@ -23,9 +23,10 @@ from ..models import (
     User,
     UserRole,
 )
+from .updates import RolloutStore
 
 
-class Store(ABC):
+class Store(RolloutStore, ABC):
     # users
     @abstractmethod
     async def create_user(

@@ -114,3 +114,47 @@ MIGRATIONS.append(
     ALTER TABLE users ADD COLUMN read_all_recordings INTEGER NOT NULL DEFAULT 0;
     """
 )
+
+MIGRATIONS.append(
+    # 3: software update rollouts and each device's result
+    """
+    CREATE TABLE rollouts (
+        id TEXT PRIMARY KEY,
+        package_sha256 TEXT NOT NULL,
+        package_name TEXT NOT NULL,
+        package_version TEXT NOT NULL,
+        package_kind TEXT NOT NULL,
+        signer TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        created_by_id INTEGER NOT NULL,
+        target_kind TEXT NOT NULL CHECK (target_kind IN ('device', 'group')),
+        target TEXT NOT NULL,
+        batch_size INTEGER NOT NULL,
+        max_failures INTEGER NOT NULL,
+        downgrade INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        timeout REAL NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX rollouts_created ON rollouts(created_at);
+    CREATE TABLE rollout_devices (
+        rollout_id TEXT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+        device_id TEXT NOT NULL,
+        device_name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        batch INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        session TEXT NOT NULL DEFAULT '',
+        exit_code INTEGER,
+        message TEXT NOT NULL DEFAULT '',
+        log_tail TEXT NOT NULL DEFAULT '',
+        updated_at REAL,
+        PRIMARY KEY (rollout_id, device_id)
+    );
+    """
+)

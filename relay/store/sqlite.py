@@ -33,6 +33,7 @@ from ..models import (
 )
 from .base import Store
 from .schema import MIGRATIONS
+from .updates import SQLiteRolloutStore
 
 T = TypeVar("T")
 
@@ -121,7 +122,7 @@ _TOKEN_SELECT = (
 )
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteRolloutStore, Store):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")

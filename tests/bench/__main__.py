@@ -6,7 +6,7 @@ pytest tests and ``make test`` never runs them. Environment knobs:
 (generator processes, default 2), ``BENCH_KEYSTROKES`` (2000), ``BENCH_SESSIONS``
 (200), ``BENCH_FILE_MB`` (1024) and ``BENCH_TMPDIR`` (where the big file goes).
 ``python -m tests.bench NAME...`` runs only the benchmarks named (``idle``,
-``shell``, ``files``, ``web``, ``screen``). See ``tests/bench/README.md``.
+``shell``, ``files``, ``web``, ``screen``, ``updates``). See ``tests/bench/README.md``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import file_transfer, idle_agents, screen, shell_latency, web_shell
+from . import file_transfer, idle_agents, screen, shell_latency, update_push, web_shell
 
 BENCHMARKS: list[tuple[str, str, Callable[[], int]]] = [
     ("idle", "idle agents", idle_agents.main),
@@ -24,14 +24,16 @@ BENCHMARKS: list[tuple[str, str, Callable[[], int]]] = [
     ("files", "file transfer", file_transfer.main),
     ("web", "web console shell", web_shell.main),
     ("screen", "screen sessions", screen.main),
+    ("updates", "update push", update_push.main),
 ]
 
 
 def main() -> int:
     wanted = set(sys.argv[1:])
-    unknown = wanted - {key for key, _, _ in BENCHMARKS}
+    names = [key for key, _, _ in BENCHMARKS]
+    unknown = wanted - set(names)
     if unknown:
-        print(f"unknown benchmark {sorted(unknown)}; choose from idle, shell, files, web, screen")
+        print(f"unknown benchmark {sorted(unknown)}; choose from {', '.join(names)}")
         return 2
     status = 0
     for key, name, run in BENCHMARKS:

@@ -57,6 +57,7 @@ from protocol.sessions import (
     SessionStatus,
     TerminalResize,
 )
+from protocol.updates import AgentUpdateReport, UpdateProgress, UpdateResult
 
 LIMITS = Limits()
 SCREEN_TYPES = {
@@ -147,6 +148,13 @@ SAMPLES: dict[str, Message] = {
     "input.pointer": PointerInput(action="wheel", x=10, y=20, button="middle", dx=-1, dy=3),
     "input.key": KeyInput(action="down", code="KeyA", key="a"),
     "input.text": TextInput(text="hello, world"),
+    "update.progress": UpdateProgress(step="verified", message="signed by sha256:ab"),
+    "update.result": UpdateResult(
+        outcome="failed", exit_code=3, message="exit status 3", log_tail="boom\n", version="1.2"
+    ),
+    "update.agent": AgentUpdateReport(
+        session="s-1", package="helpline-agent", version="0.2.0", outcome="healthy", message="ok"
+    ),
 }
 
 
@@ -202,6 +210,9 @@ def test_wire_names_are_stable() -> None:
         "input.pointer": "PointerInput",
         "input.key": "KeyInput",
         "input.text": "TextInput",
+        "update.progress": "UpdateProgress",
+        "update.result": "UpdateResult",
+        "update.agent": "AgentUpdateReport",
     }
 
 
@@ -227,6 +238,8 @@ def test_scopes_and_senders() -> None:
         "file.reply",
         "file.done",
         *SCREEN_TYPES,
+        "update.progress",
+        "update.result",
     }
     for name, cls in message_types().items():
         expected = Scope.CHANNEL if name in channel_types else Scope.CONNECTION
@@ -263,6 +276,9 @@ def test_scopes_and_senders() -> None:
         "input.pointer": {Role.CONSOLE, Role.RELAY},
         "input.key": {Role.CONSOLE, Role.RELAY},
         "input.text": {Role.CONSOLE, Role.RELAY},
+        "update.progress": {Role.AGENT, Role.RELAY},
+        "update.result": {Role.AGENT, Role.RELAY},
+        "update.agent": {Role.AGENT},
     }
 
 
@@ -422,6 +438,7 @@ RANGES = [
     ("input.pointer", "y", 0, 65535),
     ("input.pointer", "dx", -100, 100),
     ("input.pointer", "dy", -100, 100),
+    ("update.result", "exit_code", -1, 255),
 ]
 
 
@@ -473,6 +490,14 @@ STRING_BOUNDS = [
     ("input.key", "code", 64),
     ("input.key", "key", 64),
     ("input.text", "text", 1024),
+    ("update.progress", "message", 1024),
+    ("update.result", "message", 1024),
+    ("update.result", "log_tail", 4096),
+    ("update.result", "version", 64),
+    ("update.agent", "session", 64),
+    ("update.agent", "package", 64),
+    ("update.agent", "version", 64),
+    ("update.agent", "message", 1024),
 ]
 
 
@@ -507,6 +532,9 @@ def test_every_string_field_has_a_bound_case() -> None:
         ("input.pointer", "action"),
         ("input.pointer", "button"),
         ("input.key", "action"),
+        ("update.progress", "step"),
+        ("update.result", "outcome"),
+        ("update.agent", "outcome"),
     }
 
 
@@ -522,6 +550,9 @@ def test_every_string_field_has_a_bound_case() -> None:
         ("input.pointer", "action", "down", "click"),
         ("input.pointer", "button", "right", "back"),
         ("input.key", "action", "press", "hold"),
+        ("update.progress", "step", "installing", "downloading"),
+        ("update.result", "outcome", "timeout", "maybe"),
+        ("update.agent", "outcome", "rolled-back", "rollback"),
     ],
 )
 def test_enumerated_fields_accept_only_their_values(
