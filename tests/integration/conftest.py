@@ -207,6 +207,15 @@ class AgentProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def bash_without_login_files(directory: Path) -> Path:
+    """A shell program for test agents: bash that reads no profile and no rc file."""
+    program = directory / "bash-without-login-files"
+    if not program.exists():
+        program.write_text('#!/bin/bash\nexec /bin/bash --noprofile --norc "$@"\n')
+        program.chmod(0o755)
+    return program
+
+
 def enroll_agent(
     relay: RelayProcess,
     directory: Path,
@@ -216,7 +225,17 @@ def enroll_agent(
     heartbeat: float = 1.0,
     consent: dict[str, str] | None = None,
     prompt_timeout: float | None = None,
+    shell: str | None = None,
 ) -> AgentProcess:
+    """Enrol an agent named ``name`` into ``relay``; its config is made quick for tests.
+
+    Its shell sessions run ``shell`` (``""``: the agent user's login shell, as in
+    production). The default is bash without the machine's own login files, so the
+    tests do not depend on them: a root ``~/.bashrc`` that runs ``pyenv init``, say,
+    takes seconds under load before a shell reads its first command.
+    """
+    if shell is None:
+        shell = str(bash_without_login_files(directory))
     config = directory / f"agent-{name}"
     result = subprocess.run(
         [
@@ -246,6 +265,8 @@ def enroll_agent(
         toml = re.sub(rf'^{kind} = "\w+"$', f'{kind} = "{policy}"', toml, flags=re.MULTILINE)
     if prompt_timeout is not None:
         toml = toml.replace("prompt_timeout = 30.0", f"prompt_timeout = {prompt_timeout}")
+    if shell:
+        toml = toml.replace('\nprogram = ""\n', f'\nprogram = "{shell}"\n')
     (config / "agent.toml").write_text(toml)
     return AgentProcess(config, directory / f"agent-{name}.log")
 
