@@ -16,6 +16,7 @@ from agent.dialog import PROMPT_TITLE
 from ..conftest import BIN, AgentProcess, enroll_agent
 from ..test_consent_dialog import click, display, find_window
 from .conftest import WebRig
+from .test_web_console import wait_for_prompt
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +61,7 @@ def test_the_consent_wait_then_the_answer(
             page.wait_for_timeout(300)
         if outcome == "allowed":
             expect(status).to_have_text(f"Connected to {name}.")
+            wait_for_prompt(page)
             expect(page.locator("#end-session")).to_be_enabled()
         else:
             expect(status).to_contain_text("The customer denied the session: ")

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from ..session_helpers import headless_agent
 from .conftest import WebRig, sign_in
@@ -23,12 +24,22 @@ SCREEN_LINES = """() => {
 
 def wait_for_line(page: Page, pattern: str) -> str:
     """Until a line of the terminal (scrollback included) matches ``pattern`` in full."""
-    page.wait_for_function(
-        "(p) => (" + SCREEN_LINES + ")().some((line) => new RegExp(p).test(line))",
-        arg=f"^{pattern}$",
-    )
+    try:
+        page.wait_for_function(
+            "(p) => (" + SCREEN_LINES + ")().some((line) => new RegExp(p).test(line))",
+            arg=f"^{pattern}$",
+        )
+    except PlaywrightTimeout:
+        screen = "\n".join(page.evaluate(SCREEN_LINES)).rstrip()
+        raise AssertionError(f"no line matching {pattern!r} on the terminal:\n{screen}") from None
     lines: list[str] = page.evaluate(SCREEN_LINES)
     return next(line for line in lines if re.fullmatch(pattern, line))
+
+
+def wait_for_prompt(page: Page) -> None:
+    """Until the shell printed something (its prompt): its start-up files have run, so
+    ending the session now never kills a shell in the middle of them."""
+    wait_for_line(page, r".*\S.*")
 
 
 def test_sign_in_with_totp_shows_the_demo_agent_online(web: WebRig) -> None:

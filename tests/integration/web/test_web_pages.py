@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from ..conftest import wait_for
 from .conftest import WebRig, sign_in
-from .test_web_console import wait_for_line
+from .test_web_console import wait_for_line, wait_for_prompt
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,7 @@ def test_an_ended_sign_in_sends_the_page_back_to_sign_in(web: WebRig) -> None:
     shell = page.context.new_page()  # another tab of the same sign-in
     shell.goto("/#/shell/demo-agent")
     expect(shell.locator("#shell-status")).to_contain_text("Connected to demo-agent")
+    wait_for_prompt(shell)
     # The token goes away under the page (expired, or signed out in another tab).
     revoked = page.evaluate(
         """async () => {
@@ -64,6 +65,7 @@ def test_an_admin_ends_a_live_session(web: WebRig) -> None:
     tech = signed_in(web, "carol")
     tech.goto("/#/shell/demo-agent?reason=slow+printer")
     expect(tech.locator("#shell-status")).to_contain_text("Connected to demo-agent")
+    wait_for_prompt(tech)
     admin = web.admin_page()
     admin.goto("/#/sessions")
     live = admin.locator("#live-sessions tr", has_text="carol")

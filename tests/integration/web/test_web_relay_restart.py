@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .conftest import WebRig
+from .test_web_console import wait_for_prompt
 
 pytestmark = pytest.mark.integration
 
@@ -17,6 +18,7 @@ def test_pages_survive_a_relay_restart(web: WebRig) -> None:
     shell = context.new_page()
     shell.goto("/#/shell/demo-agent")
     expect(shell.locator("#shell-status")).to_contain_text("Connected to demo-agent")
+    wait_for_prompt(shell)
     devices = context.new_page()
     devices.goto("/#/devices")
     expect(devices.locator("#live-state")).to_have_text("● live")

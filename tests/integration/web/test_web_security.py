@@ -13,7 +13,7 @@ from playwright.sync_api import Error as PlaywrightError
 from certs.contexts import pinned_client_context
 
 from .conftest import CHROMIUM, WebRig
-from .test_web_console import wait_for_line
+from .test_web_console import wait_for_line, wait_for_prompt
 
 pytestmark = pytest.mark.integration
 
@@ -158,15 +158,20 @@ def test_a_bad_shell_message_ends_only_that_session(web: WebRig) -> None:
     page = web.admin_page()
     page.goto("/#/shell/demo-agent")
     expect(page.locator("#shell-status")).to_contain_text("Connected to demo-agent")
+    wait_for_prompt(page)
     answers = page.evaluate(
         """() => new Promise((resolve) => {
             const seen = [];
             const socket = new WebSocket(`wss://${location.host}/web/ws/shell?device=demo-agent`);
+            let prompted = false;
             socket.onmessage = (event) => {
-                if (typeof event.data !== 'string') return;
-                const message = JSON.parse(event.data);
-                seen.push(message);
-                if (message.type === 'opened') socket.send('{"type": "launch-missiles"}');
+                if (typeof event.data !== 'string') {
+                    // The shell's first output (its prompt): its start-up files have run.
+                    if (!prompted) socket.send('{"type": "launch-missiles"}');
+                    prompted = true;
+                    return;
+                }
+                seen.push(JSON.parse(event.data));
             };
             socket.onclose = (event) => resolve({seen, code: event.code});
         })"""
