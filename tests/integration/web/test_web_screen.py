@@ -8,6 +8,7 @@ a screen recording plays in the page to the viewer's final frame."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -133,8 +134,13 @@ def wait_pointer(display: str, where: tuple[int, int]) -> bool:
 
 
 def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    """A README screenshot, written only with HELPLINE_UPDATE_SCREENSHOTS=1 (as in
+    test_web_screenshots), so a plain test run leaves the checkout as it was."""
+    image = page.screenshot()
+    assert image.startswith(b"\x89PNG\r\n\x1a\n")
+    if os.environ.get("HELPLINE_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        (SCREENSHOTS / f"{name}.png").write_bytes(image)
 
 
 def test_the_viewer_shows_a_tk_window_pixel_exact_and_its_recording_plays_to_the_same_end(
