@@ -109,6 +109,10 @@ class SessionHost:
         self._conn = conn
         self._flush = flush
 
+    def _shell_open(self) -> bool:
+        """Whether a shell session shares the connection (downloads then yield to it)."""
+        return any(session.shell is not None for session in self.sessions.values())
+
     async def _send(self) -> None:
         if self._flush is not None:
             await self._flush()
@@ -269,7 +273,9 @@ class SessionHost:
                 session.spawn(self._watch_notice(session, session.notice))
             return
         if session.kind == SessionKind.FILES:
-            session.files = FileService(self.roots, conn, session.channel, self._send)
+            session.files = FileService(
+                self.roots, conn, session.channel, self._send, self._shell_open
+            )
             conn.accept_channel(session.channel)
             await self._send()
             log.info("files session %s started for %s", session.id, session.technician)

@@ -15,6 +15,11 @@ from enum import Enum
 from .errors import FlowControlError, UsageError
 from .limits import MAX_WINDOW
 
+#: A receiver grants consumed bytes back once half its window, or this much, was consumed,
+#: whichever is less: big windows (for long fat links) then still return credit in small
+#: steps, so a sender may keep little in flight (beside a shell, say) and never stall.
+ACK_STEP = 128 * 1024
+
 __all__ = ["Channel", "ChannelState"]
 
 
@@ -68,14 +73,14 @@ class Channel:
         """The application consumed ``size`` received bytes.
 
         Returns the increment to grant now: adjustments are batched until half
-        a window has been consumed, so a stream of small writes does not cost
-        a control frame each.
+        a window (or :data:`ACK_STEP`, if less) has been consumed, so a stream of
+        small writes does not cost a control frame each.
         """
         outstanding = self.receive_window - self.receive_credit - self.unacknowledged
         if size < 0 or size > outstanding:
             raise UsageError(f"channel {self.id}: consumed more than was received")
         self.unacknowledged += size
-        if self.unacknowledged * 2 < self.receive_window:
+        if self.unacknowledged < min((self.receive_window + 1) // 2, ACK_STEP):
             return 0
         increment, self.unacknowledged = self.unacknowledged, 0
         self.receive_credit += increment

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from protocol.channels import ACK_STEP
 from protocol.connection import Connection
 from protocol.errors import Conflict, HelplineError, InvalidMessage, UsageError
 from protocol.files import FileDone, FileOp, FileReply, FileRequest
@@ -66,6 +67,11 @@ _WRITE_BATCH = 1024 * 1024
 _CLOSE_WAIT = 5.0
 #: Room kept in a control frame beside a listing page's names.
 _REPLY_MARGIN = 4096
+#: Bytes of a download kept in flight while a shell shares the connection (the whole
+#: window otherwise): a keystroke's echo queues behind at most this much on the way to the
+#: relay. More than the relay's acknowledgement step (protocol.channels.ACK_STEP), so
+#: credit keeps coming back.
+IN_FLIGHT_BESIDE_A_SHELL = 2 * ACK_STEP
 
 _Item = FileRequest | FileDone | bytes
 
@@ -73,11 +79,23 @@ _Item = FileRequest | FileDone | bytes
 class FileService:
     """Serves one ``files`` channel of ``conn`` from the directories in ``roots``."""
 
-    def __init__(self, roots: FileRoots, conn: Connection, channel: int, flush: Flush) -> None:
+    def __init__(
+        self,
+        roots: FileRoots,
+        conn: Connection,
+        channel: int,
+        flush: Flush,
+        shell_beside: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.roots = roots
         self.conn = conn
         self.channel = channel
         self._flush = flush
+        #: Whether a shell session shares the connection now.
+        self._shell_beside = shell_beside
+        #: The peer's window on this channel: the most credit ever seen (the first look, at
+        #: the start of the first download, sees it whole).
+        self._window = 0
         self._items: deque[_Item] = deque()
         self._ready = asyncio.Event()
         self._credit = asyncio.Event()
@@ -293,7 +311,7 @@ class FileService:
             while position < source.size:
                 if self._closed:
                     return
-                credit = self.conn.send_credit(self.channel)
+                credit = self._room()
                 if credit <= 0:
                     self._credit.clear()
                     await self._credit.wait()
@@ -328,6 +346,14 @@ class FileService:
             if self._source is source:
                 self._source = None
                 self._after_inflight(source)
+
+    def _room(self) -> int:
+        """Bytes the download may send now: the credit, less while a shell is beside it."""
+        credit = self.conn.send_credit(self.channel)
+        self._window = max(self._window, credit)
+        if not self._shell_beside():
+            return credit
+        return min(credit, IN_FLIGHT_BESIDE_A_SHELL - (self._window - credit))
 
     # -- push --------------------------------------------------------------------------------
 

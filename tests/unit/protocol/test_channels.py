@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.channels import Channel, ChannelState
+from protocol.channels import ACK_STEP, Channel, ChannelState
 from protocol.errors import ErrorCode, FlowControlError, UsageError
 from protocol.messages import MAX_WINDOW
 
@@ -85,6 +85,16 @@ def test_consume_batches_until_half_a_window() -> None:
     assert channel.unacknowledged == 0
     assert channel.consume(30) == 0
     assert channel.unacknowledged == 30
+
+
+def test_a_big_window_is_granted_back_every_ack_step() -> None:
+    channel = receiving(4 * ACK_STEP)
+    channel.receive(3 * ACK_STEP)
+    assert channel.consume(ACK_STEP - 1) == 0
+    # a step, not half of this window: a sender capped below half a window still moves
+    assert channel.consume(1) == ACK_STEP
+    assert channel.consume(ACK_STEP) == ACK_STEP
+    assert channel.receive_credit == 3 * ACK_STEP
 
 
 def test_consume_of_a_whole_window_at_once() -> None:
