@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from protocol import Message
-from protocol.errors import ErrorCode, InvalidMessage, LimitExceeded, NotPermitted, ProtocolError
+from protocol.errors import InvalidMessage, LimitExceeded, NotPermitted, ProtocolError
 from protocol.limits import Limits
 from protocol.screen import (
     ControlRequest,
@@ -50,10 +50,10 @@ from protocol.screen import (
 
 from ..api.common import user_of
 from ..broker import Broker, Session
-from ..legs import TechnicianLeg
 from ..state import RELAY
+from .legs import WebLeg, page_control
 from .outbound import Outbound
-from .shell import MAX_REASON, _control
+from .shell import MAX_REASON
 
 log = logging.getLogger("helpline.web")
 
@@ -122,47 +122,11 @@ def wire_json(message: Message) -> dict[str, Any]:
     return {"type": body.pop("t"), **body}
 
 
-class WebScreenLeg(TechnicianLeg):
+class WebScreenLeg(WebLeg):
     """A screen session's technician side on a browser's WebSocket."""
 
-    via = "web"
-
     def __init__(self, out: Outbound, broker: Broker) -> None:
-        self.out = out
-        self.broker = broker
-        self.session: Session | None = None
-        self.is_open = False
-        self.unacked = 0
-
-    def credit(self) -> int:
-        if not self.is_open or self.out.ws.closed:
-            return 0
-        return max(0, WINDOW - self.unacked)
-
-    async def waiting(self, session: Session) -> None:
-        self.session = session
-        self.out.json(
-            type="waiting",
-            session=session.id,
-            message=f"waiting for the customer on {session.device.name} to accept",
-        )
-
-    async def refused(self, session: Session | None, state: str, code: int, message: str) -> None:
-        denied = code == ErrorCode.CONSENT_DENIED
-        self.out.json(type="refused", state=state, code=code, denied=denied, message=message)
-        self.out.close_soon(1000, "refused")
-
-    async def opened(self, session: Session) -> None:
-        self.session = session
-        self.is_open = True
-        self.out.json(
-            type="opened", session=session.id, device=session.device.name, kind=session.kind
-        )
-        await self.broker.tech_accepted(session)
-
-    async def send(self, data: bytes) -> None:
-        self.unacked += len(data)
-        self.out.binary(data)
+        super().__init__(out, broker, WINDOW)
 
     async def consumed(self, size: int) -> None:
         """Screen sessions carry no bytes toward the device."""
@@ -170,22 +134,12 @@ class WebScreenLeg(TechnicianLeg):
     async def message(self, message: Message) -> None:
         self.out.json(**wire_json(message))
 
-    async def exit_status(self, code: int, signal: str) -> None:
-        self.out.json(type="exit", code=code, signal=signal)
-
-    async def eof(self) -> None:
-        self.out.json(type="eof")
-
-    async def close(self, code: int, message: str) -> None:
-        self.out.json(type="closed", code=code, message=message)
-        self.out.close_soon(1000, "session ended")
-
 
 async def _from_page(
     broker: Broker, session: Session, leg: WebScreenLeg, data: str, rates: dict[bool, RateLimit]
 ) -> bool:
     """Act on one text message from the page; False when the page ended the session."""
-    control = _control(data)
+    control = page_control(data)
     kind = control["type"]
     rates[kind in ACKS].take()
     if kind == "ack":

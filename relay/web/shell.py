@@ -18,18 +18,17 @@ bytes given to the broker are not yet passed on to the agent.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from protocol.errors import ErrorCode, InvalidMessage, NotPermitted
+from protocol.errors import InvalidMessage, NotPermitted
 
 from ..api.common import user_of
-from ..broker import Broker, Session
-from ..legs import TechnicianLeg
+from ..broker import Broker
 from ..state import RELAY
+from .legs import WebLeg, page_control
 from .outbound import Outbound
 
 log = logging.getLogger("helpline.web")
@@ -55,74 +54,24 @@ def dimension(value: Any, default: int) -> int:
     return max(1, min(1000, number))
 
 
-class WebShellLeg(TechnicianLeg):
-    """A session's technician side on a browser's WebSocket."""
-
-    via = "web"
+class WebShellLeg(WebLeg):
+    """A shell session's technician side on a browser's WebSocket: input from the page
+    pauses while too much of it waits to reach the device."""
 
     def __init__(self, out: Outbound, broker: Broker) -> None:
-        self.out = out
-        self.broker = broker
-        self.session: Session | None = None
-        self.is_open = False
-        self.unacked = 0
+        super().__init__(out, broker, WINDOW)
         self.outstanding = 0
         self.input_room = asyncio.Event()
         self.input_room.set()
-
-    def credit(self) -> int:
-        if not self.is_open or self.out.ws.closed:
-            return 0
-        return max(0, WINDOW - self.unacked)
-
-    async def waiting(self, session: Session) -> None:
-        self.session = session
-        self.out.json(
-            type="waiting",
-            session=session.id,
-            message=f"waiting for the customer on {session.device.name} to accept",
-        )
-
-    async def refused(self, session: Session | None, state: str, code: int, message: str) -> None:
-        denied = code == ErrorCode.CONSENT_DENIED
-        self.out.json(type="refused", state=state, code=code, denied=denied, message=message)
-        self.out.close_soon(1000, "refused")
-
-    async def opened(self, session: Session) -> None:
-        self.session = session
-        self.is_open = True
-        self.out.json(type="opened", session=session.id, device=session.device.name)
-        await self.broker.tech_accepted(session)
-
-    async def send(self, data: bytes) -> None:
-        self.unacked += len(data)
-        self.out.binary(data)
 
     async def consumed(self, size: int) -> None:
         self.outstanding = max(0, self.outstanding - size)
         if self.outstanding <= READ_LOW:
             self.input_room.set()
 
-    async def exit_status(self, code: int, signal: str) -> None:
-        self.out.json(type="exit", code=code, signal=signal)
-
-    async def eof(self) -> None:
-        self.out.json(type="eof")
-
     async def close(self, code: int, message: str) -> None:
         self.input_room.set()  # nothing waits for input room in a session that is over
-        self.out.json(type="closed", code=code, message=message)
-        self.out.close_soon(1000, "session ended")
-
-
-def _control(data: str) -> dict[str, Any]:
-    try:
-        message = json.loads(data)
-    except json.JSONDecodeError:
-        raise InvalidMessage("a control message is not JSON") from None
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise InvalidMessage("a control message needs a type")
-    return message
+        await super().close(code, message)
 
 
 @routes.get("/web/ws/shell")
@@ -156,7 +105,7 @@ async def shell_socket(request: web.Request) -> web.StreamResponse:
                     leg.input_room.clear()
                     await leg.input_room.wait()
             elif message.type == WSMsgType.TEXT:
-                control = _control(message.data)
+                control = page_control(message.data)
                 kind = control["type"]
                 if kind == "resize":
                     cols = dimension(control.get("cols"), 80)

@@ -13,9 +13,10 @@ from aiohttp.test_utils import make_mocked_request
 
 from protocol.errors import InvalidMessage
 from relay.web.files import _attachment, _path, _resume_from
+from relay.web.legs import page_control
 from relay.web.outbound import MAX_QUEUED, Outbound
 from relay.web.security import CSRF_KEY, csrf_token, load_csrf_key, same_origin
-from relay.web.shell import _control, dimension
+from relay.web.shell import dimension
 
 MODIFIED = "Fri, 27 Nov 2026 10:00:00 GMT"
 
@@ -93,10 +94,10 @@ def test_paths_and_attachment_names() -> None:
 
 
 def test_shell_control_messages_and_sizes() -> None:
-    assert _control('{"type": "resize", "cols": 10}') == {"type": "resize", "cols": 10}
+    assert page_control('{"type": "resize", "cols": 10}') == {"type": "resize", "cols": 10}
     for bad in ("not json", "[1]", '{"cols": 1}', '{"type": 5}'):
         with pytest.raises(InvalidMessage):
-            _control(bad)
+            page_control(bad)
     assert [dimension(v, 80) for v in (120, "40", 0, -5, 5000, None, "x", 2.9)] == [
         120,
         40,
