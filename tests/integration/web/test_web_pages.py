@@ -85,8 +85,12 @@ def test_copy_and_paste_in_the_shell(web: WebRig) -> None:
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web.url)
     page.goto("/#/shell/demo-agent")
     expect(page.locator("#shell-status")).to_contain_text("Connected to demo-agent")
-    page.evaluate("navigator.clipboard.writeText('echo pasted-$((40+2))\\n')")
+    page.evaluate("navigator.clipboard.writeText('echo pasted-$((40+2))')")
     page.click("#paste")
+    # Pasted as a terminal pastes (bracketed, when the shell asks for it): on the command
+    # line, not run, until the technician presses Enter.
+    wait_for_line(page, r".*echo pasted-\$\(\(40\+2\)\)")
+    page.keyboard.press("Enter")
     wait_for_line(page, "pasted-42")
     page.evaluate("helplineTerminal.selectAll()")
     page.click("#copy")
