@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +24,8 @@ from agent.consent import ConsentPolicy, ConsentRequest, ConsentResult
 from agent.dialog import EDGE, NOTICE_TITLE, PROMPT_TITLE
 from protocol.sessions import ConsentHow
 
+from .screen_helpers import xvfb
+
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
@@ -37,37 +37,8 @@ INSET = 6
 @pytest.fixture(scope="module")
 def display() -> Iterator[str]:
     """A private X server on a free display number, for this module."""
-    for program in ("Xvfb", "xdotool"):
-        assert shutil.which(program), f"{program} is missing: apt-get install xvfb xdotool"
-    # -displayfd: Xvfb picks a free display number itself and writes it once it is ready.
-    read_end, write_end = os.pipe()
-    server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        pass_fds=[write_end],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    try:
-        number = b""
-        deadline = time.monotonic() + 15
-        while not number.endswith(b"\n") and time.monotonic() < deadline:
-            ready, _, _ = select.select([read_end], [], [], 0.5)
-            if ready:
-                chunk = os.read(read_end, 16)
-                if not chunk:
-                    break
-                number += chunk
-        assert number.strip().isdigit(), "Xvfb did not come up"
-        yield f":{number.decode().strip()}"
-    finally:
-        os.close(read_end)
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+    with xvfb() as number:
+        yield number
 
 
 def xdotool(display: str, *args: str) -> str:
