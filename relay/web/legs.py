@@ -9,9 +9,10 @@ bytes are sent and not yet acknowledged.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protocol.errors import ErrorCode, InvalidMessage
+from protocol.errors import ErrorCode, HelplineError, InvalidMessage
 
 from ..broker import Broker, Session
 from ..legs import TechnicianLeg
@@ -63,6 +64,40 @@ class WebLeg(TechnicianLeg):
     async def send(self, data: bytes) -> None:
         self.unacked += len(data)
         self.out.binary(data)
+
+    async def acknowledged(self, control: dict[str, Any]) -> None:
+        """The page's ``ack``: it drew ``bytes`` more, so the device may send that much more."""
+        size = control.get("bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidMessage("ack needs a byte count")
+        self.unacked = max(0, self.unacked - size)
+        if self.session is not None:
+            await self.broker.tech_credit(self.session)
+
+    async def serve(
+        self,
+        session: Session,
+        read_page: Callable[[], Awaitable[None]],
+        refused: tuple[type[HelplineError], ...],
+    ) -> None:
+        """Run ``read_page`` (the page's messages) until the page or the session ends.
+
+        A message refused with one of ``refused`` ends this session only: the page is told
+        why and its socket closed with 1008. However it ends, the session ends with it.
+        """
+        try:
+            await read_page()
+        except refused as error:
+            self.out.json(type="error", message=error.message)
+            if not session.ended:
+                await self.broker.tech_closed(session)
+            await self.out.close(1008, "bad message")
+            return
+        finally:
+            if not session.ended:
+                await self.broker.tech_closed(session, lost=True)
+        await self.out.close(1000, "session ended")
+        await self.out.stop()
 
     async def exit_status(self, code: int, signal: str) -> None:
         self.out.json(type="exit", code=code, signal=signal)

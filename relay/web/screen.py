@@ -143,11 +143,7 @@ async def _from_page(
     kind = control["type"]
     rates[kind in ACKS].take()
     if kind == "ack":
-        size = control.get("bytes")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidMessage("ack needs a byte count")
-        leg.unacked = max(0, leg.unacked - size)
-        await broker.tech_credit(session)
+        await leg.acknowledged(control)
     elif kind == "end":
         await broker.tech_closed(session)
         return False
@@ -190,24 +186,16 @@ async def screen_socket(request: web.Request) -> web.StreamResponse:
         return ws
     acks = RateLimit(MAX_ACK_RATE, 2 * MAX_ACK_RATE, "acknowledgements")
     rates = {False: RateLimit(), True: acks}
-    try:
+
+    async def read_page() -> None:
         async for message in ws:
             if session.ended:
-                break
+                return
             if message.type == WSMsgType.TEXT:
                 if not await _from_page(broker, session, leg, message.data, rates):
-                    break
+                    return
             elif message.type == WSMsgType.BINARY:
                 raise InvalidMessage("a screen session takes no binary messages from the page")
-    except (ProtocolError, NotPermitted) as error:
-        out.json(type="error", message=error.message)
-        if not session.ended:
-            await broker.tech_closed(session)
-        await out.close(1008, "bad message")
-        return ws
-    finally:
-        if not session.ended:
-            await broker.tech_closed(session, lost=True)
-    await out.close(1000, "session ended")
-    await out.stop()
+
+    await leg.serve(session, read_page, (ProtocolError, NotPermitted))
     return ws

@@ -94,10 +94,11 @@ async def shell_socket(request: web.Request) -> web.StreamResponse:
     if session is None:
         await out.close(1000, "refused")
         return ws
-    try:
+
+    async def read_page() -> None:
         async for message in ws:
             if session.ended:
-                break
+                return
             if message.type == WSMsgType.BINARY:
                 leg.outstanding += len(message.data)
                 await broker.tech_data(session, message.data)
@@ -112,25 +113,12 @@ async def shell_socket(request: web.Request) -> web.StreamResponse:
                     rows = dimension(control.get("rows"), 24)
                     await broker.tech_resize(session, cols, rows)
                 elif kind == "ack":
-                    size = control.get("bytes")
-                    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                        raise InvalidMessage("ack needs a byte count")
-                    leg.unacked = max(0, leg.unacked - size)
-                    await broker.tech_credit(session)
+                    await leg.acknowledged(control)
                 elif kind == "end":
                     await broker.tech_closed(session)
-                    break
+                    return
                 else:
                     raise InvalidMessage(f"unknown control message {kind[:32]!r}")
-    except (InvalidMessage, NotPermitted) as error:
-        out.json(type="error", message=error.message)
-        if not session.ended:
-            await broker.tech_closed(session)
-        await out.close(1008, "bad message")
-        return ws
-    finally:
-        if not session.ended:
-            await broker.tech_closed(session, lost=True)
-    await out.close(1000, "session ended")
-    await out.stop()
+
+    await leg.serve(session, read_page, (InvalidMessage, NotPermitted))
     return ws
