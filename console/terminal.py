@@ -40,8 +40,20 @@ def raw_terminal(fd: int) -> Iterator[None]:
 
 
 def terminal_size() -> tuple[int, int]:
-    size = shutil.get_terminal_size((80, 24))
-    return size.columns, size.lines
+    """The size of the terminal we run on, as the terminal says (``TIOCGWINSZ``), like ssh.
+
+    ``COLUMNS``/``LINES`` from the environment are only the fallback: they are stale
+    after a resize and often inherited from another terminal.
+    """
+    for stream in (sys.stdout, sys.stdin, sys.stderr):
+        try:
+            size = os.get_terminal_size(stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            continue
+        if size.columns and size.lines:
+            return size.columns, size.lines
+    fallback = shutil.get_terminal_size((80, 24))
+    return fallback.columns, fallback.lines
 
 
 async def _copy_input(channel: SessionChannel, fd: int) -> None:
