@@ -30,7 +30,7 @@ from aiohttp import web
 from certs.files import write_secret
 from protocol.errors import AuthError, NotPermitted
 
-from ..api.common import TOKEN_HASH_KEY, USER_KEY, Handler
+from ..api.common import PUBLIC_PATHS, TOKEN_HASH_KEY, USER_KEY, Handler
 from ..state import RELAY
 
 __all__ = [
@@ -102,6 +102,10 @@ async def cookie_auth_middleware(request: web.Request, handler: Handler) -> web.
     token; the API's own middleware then sees ``USER_KEY`` set and lets them through."""
     path = request.path
     if not (path.startswith(("/api/", "/web/"))) or path in PUBLIC_WEB_PATHS:
+        return await handler(request)
+    if path in PUBLIC_PATHS:
+        # Public API routes (health, CA, login, enrolment) use no credential: a stale cookie
+        # the browser still sends must not turn them into 401s.
         return await handler(request)
     if "Authorization" in request.headers:
         if path.startswith("/web/"):
