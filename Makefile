@@ -14,9 +14,11 @@ LISTEN ?= 127.0.0.1:8443
 SSH_LISTEN ?= 127.0.0.1:2222
 URL    := https://$(LISTEN)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test fuzz lint bench clean
 
-install: $(STAMP) $(WEB_STAMP)
+SSLYZE := $(VENV)/tools/sslyze/bin/sslyze
+
+install: $(STAMP) $(WEB_STAMP) $(SSLYZE)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +26,13 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 	@echo "installed Helpline and its dependencies into $(VENV)"
+
+# sslyze scans the relay's TLS in the tests. It lives in a venv of its own: it pins an older
+# cryptography than the relay uses, and the relay is tested with the one it runs with.
+$(SSLYZE):
+	@$(PYTHON) -m venv $(VENV)/tools/sslyze
+	@$(VENV)/tools/sslyze/bin/pip install --quiet --disable-pip-version-check 'sslyze>=6.1,<7'
+	@echo "installed sslyze into $(VENV)/tools/sslyze"
 
 # The web console's browser libraries (xterm.js, asciinema-player) from the npm registry,
 # exactly as package-lock.json pins them; again only when the lock file changed.
@@ -60,8 +69,20 @@ run: install
 	echo "Logs:  $(DATA)/relay.log  $(DATA)/agent.log      Stop with Ctrl-C."; \
 	wait $$relay
 
+# In parallel (pytest-xdist): most tests wait on the programs they start, not on a core.
+# A test file stays on one worker (--dist loadfile), so a file's shared relay is started once.
+TEST_WORKERS ?= 3
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider --cov=protocol --cov-branch --cov-report=term-missing:skip-covered
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+		--cov=protocol --cov-branch --cov-report=term-missing:skip-covered
+
+# The stateful fuzzers of the relay's endpoints (tests/integration/test_fuzz_endpoints.py)
+# in their long mode: FUZZ_EXAMPLES sequences of FUZZ_STEPS steps each, a new seed each run.
+FUZZ_EXAMPLES ?= 1000
+FUZZ_STEPS ?= 50
+fuzz: install
+	HELPLINE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HELPLINE_FUZZ_STEPS=$(FUZZ_STEPS) HELPLINE_FUZZ_SEED=random \
+		$(PY) -m pytest -q -p no:cacheprovider -o timeout=0 tests/integration/test_fuzz_endpoints.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -28,10 +29,29 @@ from console.client import HelplineClient
 BIN = Path(sys.executable).parent
 
 
+#: Ports tests hand to the programs they start: below the kernel's ephemeral range
+#: (32768+, where outgoing connections take theirs), one block of them per pytest-xdist
+#: worker, so two workers never pick the same port between checking it and binding it.
+PORT_BLOCK = 500
+FIRST_PORT = 20000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_next_ports = itertools.cycle(
+    range(FIRST_PORT + _WORKER * PORT_BLOCK, FIRST_PORT + (_WORKER + 1) * PORT_BLOCK)
+)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that is free now, from this worker's own block."""
+    for _ in range(PORT_BLOCK):
+        port = next(_next_ports)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in this worker's block of {PORT_BLOCK}")
 
 
 def wait_for(
