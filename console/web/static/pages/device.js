@@ -13,7 +13,8 @@ export async function render(root, ctx) {
   const reason = h("input", { id: "session-reason", maxlength: "1024", placeholder: "why (shown to the customer, audited)" });
   const open = (kind, extra = {}) => () => {
     const query = new URLSearchParams({ reason: reason.value.trim(), ...extra });
-    ctx.navigate(`#/${kind}/${encodeURIComponent(id)}?${query}`);
+    // This click is the technician's: the session page starts without asking again.
+    ctx.navigate(`#/${kind}/${encodeURIComponent(id)}?${query}`, { start: true });
   };
   const title = h("h1", {}, "Device");
   root.append(
