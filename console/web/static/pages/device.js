@@ -3,7 +3,7 @@
 
 import { api } from "../lib/api.js";
 import { ago, clear, h, notice, table, when } from "../lib/dom.js";
-import { deviceEvents } from "../lib/events.js";
+import { coalesced, deviceEvents } from "../lib/events.js";
 
 export async function render(root, ctx) {
   const [id] = ctx.params;
@@ -94,8 +94,13 @@ export async function render(root, ctx) {
   }
 
   await Promise.all([load(), loadSessions()]);
-  return deviceEvents((event) => {
+  const loadSoon = coalesced(load); // one fetch per burst of events (lib/events.js)
+  const stop = deviceEvents((event) => {
     // "ready": subscribed; what changed between the first load and now is loaded again.
-    if (event.type === "ready" || event.id === id) load();
+    if (event.type === "ready" || event.id === id) loadSoon();
   });
+  return () => {
+    stop();
+    loadSoon.cancel();
+  };
 }
