@@ -8,7 +8,7 @@
 import { socketUrl } from "../lib/api.js";
 import { h, notice } from "../lib/dom.js";
 import { showSessionState } from "../lib/session.js";
-import { ScreenPainter, TileStreamParser } from "../lib/tiles.js";
+import { ScreenPainter, StreamError, TileStreamParser } from "../lib/tiles.js";
 import { SPECIAL_KEYS, buttonName, wheelNotches } from "../lib/input.js";
 import { startForm } from "../lib/start.js";
 
@@ -120,6 +120,16 @@ export function render(root, ctx) {
   }
 
   function showInfo(info) {
+    // Frames may be as large as the largest monitor the device describes, within what the
+    // viewer shows at all (MAX_CANVAS); a device claiming more is refused, not believed.
+    try {
+      if (!Array.isArray(info.monitors) || !info.monitors.length) throw new StreamError("the device described no monitor");
+      parser.limitTo(Math.max(...info.monitors.map((m) => m[2])), Math.max(...info.monitors.map((m) => m[3])));
+    } catch (error) {
+      send({ type: "end" });
+      finish(`The device sent a screen that cannot be shown: ${error.message}`);
+      return;
+    }
     state.info = info;
     state.control = info.control;
     const previous = monitors.value;
@@ -160,7 +170,9 @@ export function render(root, ctx) {
       }
       const message = JSON.parse(event.data);
       if (message.type === "screen.info") {
-        drawing = drawing.then(() => showInfo(message));
+        drawing = drawing.then(() => {
+          if (!state.over) showInfo(message);
+        });
         return;
       }
       if (message.type === "screen.refused") {
