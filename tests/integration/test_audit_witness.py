@@ -58,8 +58,7 @@ def rewrite_whole_chain(relay: RelayProcess, keep: int | None = None) -> None:
     relay.stop()
     statements = [] if keep is None else [f"DELETE FROM audit WHERE seq > {keep}"]  # noqa: S608
     if keep is None:
-        statements.append("UPDATE audit SET target = 'west' WHERE action = 'group.create'"
-                          " AND target = 'south'")  # fmt: skip
+        statements.append("UPDATE audit SET target = 'rewritten' WHERE seq = 2")
     attacker_sql(relay, *statements)
     with relay_db(relay) as db:
         rows = db.execute(
