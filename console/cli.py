@@ -20,10 +20,10 @@ from typing import Any
 
 from certs.bootstrap import fetch_ca, fetch_pinned_ca
 from certs.fingerprints import fingerprint
-from protocol.auditchain import verify_chain
 from protocol.errors import AuthError, HelplineError
 
 from .cli_admin import cmd_admin, print_devices
+from .cli_audit import add_audit_commands
 from .cli_files import (
     cmd_files_ls,
     cmd_files_mkdir,
@@ -114,58 +114,6 @@ async def cmd_devices(args: argparse.Namespace) -> int:
         as_json(devices)
     else:
         print_devices(devices)
-    return 0
-
-
-# -- audit -----------------------------------------------------------------------------------
-
-
-async def cmd_audit_list(args: argparse.Namespace) -> int:
-    async with _client() as client:
-        page = await client.audit(
-            after=args.after,
-            limit=args.limit,
-            actor=args.actor,
-            action=args.action,
-            target=args.target,
-        )
-    entries = page["entries"]
-    if args.json:
-        as_json(entries)
-        return 0
-    table(
-        ("seq", "time", "actor", "action", "target", "details"),
-        [
-            (
-                e["seq"],
-                e["ts"][:19].replace("T", " "),
-                e["actor"],
-                e["action"],
-                e["target"],
-                " ".join(f"{k}={printable(v)}" for k, v in sorted(e["details"].items())),
-            )
-            for e in entries
-        ],
-    )
-    return 0
-
-
-async def cmd_audit_verify(args: argparse.Namespace) -> int:
-    async with _client() as client:
-        entries, head = await client.audit_all()
-        report = verify_chain(entries, head=head)
-        problems = [] if args.skip_recordings else await client.verify_recordings(entries)
-    if not report.ok:
-        print(f"audit chain BROKEN at entry {report.bad_seq}: {report.reason}", file=sys.stderr)
-        print(f"({report.checked} entries before it verified)", file=sys.stderr)
-        return 3
-    if problems:
-        for seq, session_id, problem in problems:
-            print(f"entry {seq}: session {session_id}: {problem}", file=sys.stderr)
-        return 3
-    sealed = sum(1 for e in entries if e.get("details", {}).get("recording_sha256"))
-    checked = "not checked" if args.skip_recordings else f"{sealed} verified"
-    print(f"audit chain intact: {report.checked} entries verified; recordings: {checked}")
     return 0
 
 
@@ -489,19 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_remove.add_argument("key", help="id, name or fingerprint")
     keys.set_defaults(run=cmd_keys)
 
-    audit = commands.add_parser("audit", help="the tamper-evident audit log")
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    audit_list = audit_commands.add_parser("list", help="show entries")
-    audit_list.add_argument("--json", action="store_true")
-    audit_list.add_argument("--after", type=int, default=0, help="entries after this seq")
-    audit_list.add_argument("--limit", type=int, default=100)
-    audit_list.add_argument("--actor")
-    audit_list.add_argument("--action")
-    audit_list.add_argument("--target")
-    audit_list.set_defaults(run=cmd_audit_list)
-    verify = audit_commands.add_parser("verify", help="recompute the hash chain and recordings")
-    verify.add_argument("--skip-recordings", action="store_true")
-    verify.set_defaults(run=cmd_audit_verify)
+    add_audit_commands(commands)
     add_update_commands(commands)
     return parser
 

@@ -28,8 +28,12 @@ const main = document.getElementById("main");
 const ctx = { user: null, navigate, signedIn, signOut, expired: "" };
 let teardown = null;
 let generation = 0;
+// The address a click on a page asked to start a session at (navigate(hash, { start })):
+// only this, never the address itself, lets a session page start without its own click.
+let startAt = null;
 
-function navigate(hash) {
+function navigate(hash, { start = false } = {}) {
+  startAt = start ? hash : null;
   if (location.hash === hash) route();
   else location.hash = hash;
 }
@@ -98,6 +102,8 @@ async function route() {
     }
     teardown = null;
   }
+  const start = startAt !== null && startAt === location.hash;
+  startAt = null;
   const [path, search] = location.hash.replace(/^#\/?/, "").split("?");
   const query = new URLSearchParams(search || "");
   if (!ctx.user || path === "login") {
@@ -131,7 +137,7 @@ async function route() {
   const module = await import(page.module);
   if (mine !== generation) return;
   try {
-    teardown = (await module.render(main, { ...ctx, params, query })) || null;
+    teardown = (await module.render(main, { ...ctx, params, query, start })) || null;
   } catch (error) {
     main.append(h("p", { class: "notice error", role: "alert" }, `This page failed: ${error.message}`));
   }

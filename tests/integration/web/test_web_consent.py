@@ -51,6 +51,7 @@ def test_the_consent_wait_then_the_answer(
         row = page.locator("#devices tr", has_text=name)
         expect(row.locator("td.state")).to_have_text("online")
         page.goto(f"/#/shell/{name}?reason=printer+setup")
+        page.click("#start-session")  # a deep link only fills the form in
         status = page.locator("#shell-status")
         expect(status).to_have_text(f"waiting for the customer on {name} to accept…")
         window = find_window(display, PROMPT_TITLE)

@@ -117,6 +117,7 @@ def test_a_denied_session_is_shown_plainly(web: WebRig) -> None:
             "online"
         )
         page.goto("/#/shell/unattended?reason=please")
+        page.click("#start-session")  # a deep link only fills the form in
         status = page.locator("#shell-status")
         expect(status).to_contain_text("The customer denied the session: ")
         expect(page.locator("#end-session")).to_be_disabled()

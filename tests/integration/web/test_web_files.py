@@ -21,6 +21,7 @@ def test_upload_then_download_back_identical(web: WebRig, tmp_path: Path) -> Non
     source.write_bytes(payload)
     page = web.admin_page()
     page.goto("/#/files/demo-agent?reason=collect+logs")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#files-status")).to_contain_text("Connected to demo-agent")
     page.click("#file-list a.dir:text-is('reports/')")
     expect(page.locator("#files-path")).to_have_value("reports")
@@ -46,6 +47,7 @@ def test_upload_then_download_back_identical(web: WebRig, tmp_path: Path) -> Non
 def test_damaged_upload_is_refused_and_nothing_is_written(web: WebRig) -> None:
     page = web.admin_page()
     page.goto("/#/files/demo-agent")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#files-status")).to_contain_text("Connected to demo-agent")
     expect(page.locator("#file-list")).to_be_visible()
     # What a page whose bytes changed on the way would send: a body that does not match
@@ -97,6 +99,7 @@ def test_a_cut_download_resumes_with_a_range(web: WebRig) -> None:
     (web.files_root / "big.bin").write_bytes(payload)
     page = web.admin_page()
     page.goto("/#/files/demo-agent")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#file-list tr[data-name='big.bin']")).to_be_visible()
     href = page.locator("#file-list a.file", has_text="big.bin").get_attribute("href")
     # What the browser's download manager sends to resume after 250000 bytes arrived.

@@ -33,6 +33,7 @@ def test_an_ended_sign_in_sends_the_page_back_to_sign_in(web: WebRig) -> None:
     expect(page.locator("#devices")).to_be_visible()
     shell = page.context.new_page()  # another tab of the same sign-in
     shell.goto("/#/shell/demo-agent")
+    shell.click("#start-session")  # a deep link only fills the form in
     expect(shell.locator("#shell-status")).to_contain_text("Connected to demo-agent")
     wait_for_prompt(shell)
     # The token goes away under the page (expired, or signed out in another tab).
@@ -64,6 +65,7 @@ def test_an_ended_sign_in_sends_the_page_back_to_sign_in(web: WebRig) -> None:
 def test_an_admin_ends_a_live_session(web: WebRig) -> None:
     tech = signed_in(web, "carol")
     tech.goto("/#/shell/demo-agent?reason=slow+printer")
+    tech.click("#start-session")  # a deep link only fills the form in
     expect(tech.locator("#shell-status")).to_contain_text("Connected to demo-agent")
     wait_for_prompt(tech)
     admin = web.admin_page()
@@ -84,6 +86,7 @@ def test_copy_and_paste_in_the_shell(web: WebRig) -> None:
     page = web.admin_page()
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web.url)
     page.goto("/#/shell/demo-agent")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#shell-status")).to_contain_text("Connected to demo-agent")
     page.evaluate("navigator.clipboard.writeText('echo pasted-$((40+2))')")
     page.click("#paste")
@@ -102,6 +105,7 @@ def test_copy_and_paste_in_the_shell(web: WebRig) -> None:
 def test_drag_and_drop_upload(web: WebRig) -> None:
     page = web.admin_page()
     page.goto("/#/files/demo-agent")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#file-list")).to_be_visible()
     content = "dropped by drag and drop\n" * 1000
     page.evaluate(
@@ -144,6 +148,7 @@ def test_a_technician_without_a_grant_sees_and_reaches_nothing(web: WebRig) -> N
     page = signed_in(web, "nogrant", group=None)
     expect(page.locator("main")).to_contain_text("No devices yet")
     page.goto("/#/shell/demo-agent")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#shell-status")).to_contain_text(
         "The session could not be opened: no device 'demo-agent'"
     )

@@ -17,6 +17,7 @@ def test_pages_survive_a_relay_restart(web: WebRig) -> None:
     context = web.context(web.admin_state)
     shell = context.new_page()
     shell.goto("/#/shell/demo-agent")
+    shell.click("#start-session")  # a deep link only fills the form in
     expect(shell.locator("#shell-status")).to_contain_text("Connected to demo-agent")
     wait_for_prompt(shell)
     devices = context.new_page()

@@ -106,6 +106,7 @@ def test_auditor_reads_audit_and_recordings_but_cannot_open_a_shell(web: WebRig)
 def test_a_recording_plays_in_asciinema_player(web: WebRig) -> None:
     page = web.admin_page()
     page.goto("/#/shell/demo-agent?reason=recorded")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#shell-status")).to_contain_text("Connected to demo-agent")
     page.locator("#terminal").click()
     page.keyboard.type("echo rec$((6*7))orded\n")

@@ -96,6 +96,7 @@ def desk(
 
 def open_screen(page: Page, device: str, kind: str, **query: str) -> None:
     page.goto(f"/#/screen/{device}?{urlencode({'kind': kind, 'reason': 'test', **query})}")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#screen-status")).to_contain_text("Connected to")
     page.wait_for_function(
         "() => Number(document.querySelector('#screen-canvas').dataset.frames) > 0"
@@ -266,6 +267,7 @@ def test_input_in_a_view_session_is_refused_visibly_then_control_is_asked_again(
             page = web.admin_page()
             # the consent wait is shown until the customer answers the real dialog
             page.goto(f"/#/screen/{device_id}?kind=view&reason=printer")
+            page.click("#start-session")  # a deep link only fills the form in
             status = page.locator("#screen-status")
             expect(status).to_contain_text("waiting for the customer on web-view to accept")
             click_allow(display, find_window(display, PROMPT_TITLE))
@@ -391,6 +393,7 @@ def test_bad_messages_from_a_page_end_only_that_session(web: WebRig) -> None:
 def test_a_device_without_a_display_denies_the_screen_plainly(web: WebRig) -> None:
     page = web.admin_page()
     page.goto("/#/screen/demo-agent?kind=control&reason=look")
+    page.click("#start-session")  # a deep link only fills the form in
     status = page.locator("#screen-status")
     expect(status).to_contain_text("The customer denied the session")
     expect(page.locator("#screen-stage")).to_have_class(re.compile(r"\bended\b"))

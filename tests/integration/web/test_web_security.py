@@ -157,6 +157,7 @@ def test_sign_out_ends_the_token(web: WebRig) -> None:
 def test_a_bad_shell_message_ends_only_that_session(web: WebRig) -> None:
     page = web.admin_page()
     page.goto("/#/shell/demo-agent")
+    page.click("#start-session")  # a deep link only fills the form in
     expect(page.locator("#shell-status")).to_contain_text("Connected to demo-agent")
     wait_for_prompt(page)
     answers = page.evaluate(

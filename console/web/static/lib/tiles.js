@@ -3,6 +3,14 @@
 // frames on a canvas (tiles decoded natively by the browser, fill tiles as rectangles)
 // with the pointer drawn on a second canvas laid over it. Used by the live viewer and the
 // recording player.
+//
+// Nothing the device says about sizes is believed: a frame is at most MAX_CANVAS pixels a
+// side (and, once the device described its monitors, no larger than the largest of them),
+// a record at most what such a frame can take (checked from its header, before the record
+// is buffered), a tile's payload at most what its rectangle can take, and each picture's
+// own header must give the tile's size before the browser decodes it (lib/imagesize.js).
+
+import { imageSize } from "./imagesize.js";
 
 export const FULL = 0x01;
 export const CURSOR_VISIBLE = 0x02;
@@ -15,7 +23,13 @@ const HEADERS = { [RECORD_FRAME]: FRAME_HEADER, [RECORD_CURSOR]: CURSOR_HEADER }
 const MAX_CURSOR = 256;
 const MAX_CURSOR_PNG = MAX_CURSOR * MAX_CURSOR * 4 + 4096;
 const TILE_HEADER = 13; // x, y, w, h u16, encoding u8, size u32
-export const DEFAULT_MAX_RECORD = 64 * 1024 * 1024;
+// A full lossless 4K frame of photos is ~25 MB; anything past this is refused unread.
+export const DEFAULT_MAX_RECORD = 32 * 1024 * 1024;
+// The largest frame the viewer draws, a side (a canvas of 8192x8192 is 256 MiB already).
+export const MAX_CANVAS = 8192;
+// What a tile's encoded picture may take beyond 4 bytes a pixel (PNG and WebP headers,
+// zlib blocks, JPEG tables): incompressible pixels stay under 4 bytes each.
+const TILE_SLACK = 4096;
 export const ENCODINGS = { 0: "fill", 1: "image/png", 2: "image/jpeg", 3: "image/webp" };
 
 export class StreamError extends Error {}
@@ -27,9 +41,50 @@ export class StreamError extends Error {}
 export class TileStreamParser {
   constructor(maxRecord = DEFAULT_MAX_RECORD) {
     this.maxRecord = maxRecord;
+    this.maxWidth = MAX_CANVAS;
+    this.maxHeight = MAX_CANVAS;
     this.chunks = [];
     this.buffered = 0;
     this.recordLength = null;
+  }
+
+  // The largest frame to accept from now on (the device's largest monitor), within MAX_CANVAS.
+  limitTo(width, height) {
+    if (!(width > 0 && width <= MAX_CANVAS && height > 0 && height <= MAX_CANVAS)) {
+      throw new StreamError(`a screen of ${width}x${height} pixels is larger than this viewer shows (${MAX_CANVAS}x${MAX_CANVAS})`);
+    }
+    this.maxWidth = width;
+    this.maxHeight = height;
+  }
+
+  // A frame's header, before the rest of its record is buffered: its size within the
+  // limits, and a record no longer than such a frame can be.
+  checkFrameHeader() {
+    const header = this.peek(FRAME_HEADER);
+    const view = new DataView(header.buffer);
+    const width = view.getUint16(8);
+    const height = view.getUint16(10);
+    const tiles = view.getUint16(16);
+    if (width > this.maxWidth || height > this.maxHeight) {
+      throw new StreamError(`screen frame of ${width}x${height} pixels is larger than the screen shown (at most ${this.maxWidth}x${this.maxHeight})`);
+    }
+    const most = FRAME_HEADER + tiles * (TILE_HEADER + TILE_SLACK) + width * height * 4;
+    if (this.recordLength > most) {
+      throw new StreamError(`screen record of ${this.recordLength} bytes is too large for a ${width}x${height} frame (at most ${most})`);
+    }
+  }
+
+  // The first `count` buffered bytes, left in the buffer.
+  peek(count) {
+    const out = new Uint8Array(count);
+    let filled = 0;
+    for (const chunk of this.chunks) {
+      const part = Math.min(chunk.length, count - filled);
+      out.set(chunk.subarray(0, part), filled);
+      filled += part;
+      if (filled === count) break;
+    }
+    return out;
   }
 
   feed(data) {
@@ -53,7 +108,16 @@ export class TileStreamParser {
         const kind = this.chunks[0][0];
         if (!(kind in HEADERS)) throw new StreamError(`unknown screen record kind ${kind}`);
         if (this.recordLength < HEADERS[kind]) throw new StreamError(`screen record of ${this.recordLength} bytes is too short`);
+        if (kind === RECORD_CURSOR && this.recordLength > CURSOR_HEADER + MAX_CURSOR_PNG) {
+          throw new StreamError(`cursor image of ${this.recordLength - CURSOR_HEADER} bytes is too large`);
+        }
         this.kindChecked = true;
+        this.headerChecked = kind !== RECORD_FRAME;
+      }
+      if (!this.headerChecked) {
+        if (this.buffered < FRAME_HEADER) break;
+        this.checkFrameHeader();
+        this.headerChecked = true;
       }
       if (this.buffered < this.recordLength) break;
       const record = this.take(this.recordLength);
@@ -113,6 +177,9 @@ function parseRecord(record) {
       throw new StreamError(`tile ${tile.width}x${tile.height} at (${tile.x}, ${tile.y}) lies outside the ${frame.width}x${frame.height} frame`);
     }
     if (!(tile.encoding in ENCODINGS)) throw new StreamError(`unknown tile encoding ${tile.encoding}`);
+    if (size > tile.width * tile.height * 4 + TILE_SLACK) {
+      throw new StreamError(`tile at (${tile.x}, ${tile.y}) of ${tile.width}x${tile.height} pixels holds ${size} bytes, too many for its size`);
+    }
     if (tile.encoding === 0 && size !== 3) throw new StreamError(`a fill tile holds 3 bytes, not ${size}`);
     if (!size) throw new StreamError(`tile at (${tile.x}, ${tile.y}) without data`);
     if (offset + size > record.byteLength) throw new StreamError("screen record shorter than its tiles");
@@ -181,6 +248,19 @@ export class ScreenPainter {
   }
 
   async paint(frame) {
+    if (!(frame.width <= MAX_CANVAS && frame.height <= MAX_CANVAS)) {
+      throw new StreamError(`screen frame of ${frame.width}x${frame.height} pixels is larger than this viewer shows (${MAX_CANVAS}x${MAX_CANVAS})`);
+    }
+    // Each picture's header says its size before anything is decoded.
+    for (const tile of frame.tiles) {
+      if (tile.encoding === 0) continue;
+      const type = ENCODINGS[tile.encoding];
+      const size = imageSize(type, tile.payload);
+      if (size === null) throw new StreamError(`tile at (${tile.x}, ${tile.y}) is not a valid ${type} image`);
+      if (size.width !== tile.width || size.height !== tile.height) {
+        throw new StreamError(`tile at (${tile.x}, ${tile.y}) is ${size.width}x${size.height}, not ${tile.width}x${tile.height}`);
+      }
+    }
     if (frame.full) {
       if (this.canvas.width !== frame.width || this.canvas.height !== frame.height) {
         this.canvas.width = this.overlay.width = frame.width;

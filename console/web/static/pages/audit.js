@@ -1,12 +1,15 @@
-// The audit log: filters (time, actor, device, action), the chain's verification, export
-// of what is shown as JSON lines.
+// The audit log: filters (time, actor, device, action), the chain's verification, this
+// browser's witness of the chain (lib/witness.js: a loud warning when the chain no longer
+// extends what this browser saw), export of what is shown as JSON lines.
 
 import { api } from "../lib/api.js";
 import { clear, h, notice, table } from "../lib/dom.js";
+import { acceptNewHead, checkWitness } from "../lib/witness.js";
 
 export async function render(root) {
   const message = h("p", { role: "alert", hidden: true });
   const chain = h("p", { id: "chain-status", role: "status" });
+  const witness = h("div", { id: "witness-status", role: "alert", hidden: true });
   const actor = h("input", { id: "audit-actor", placeholder: "actor" });
   const target = h("input", { id: "audit-target", placeholder: "device or target" });
   const action = h("input", { id: "audit-action", placeholder: "action, e.g. session.start" });
@@ -16,7 +19,7 @@ export async function render(root) {
   const exportLink = h("button", { type: "button", class: "secondary", id: "audit-export" }, "Export JSON lines");
   const form = h("form", { class: "toolbar", id: "audit-filters" }, actor, target, action,
     h("label", {}, "from", since), h("label", {}, "to", until), h("button", { type: "submit" }, "Filter"), exportLink);
-  root.append(h("h1", {}, "Audit log"), chain, form, message, body);
+  root.append(h("h1", {}, "Audit log"), chain, witness, form, message, body);
   let shown = [];
 
   async function verify() {
@@ -24,8 +27,42 @@ export async function render(root) {
       const report = await api("GET", "/api/v1/audit/verify");
       if (report.ok) notice(chain, "ok", `Hash chain verified: ${report.checked} entries intact.`);
       else notice(chain, "error", `Hash chain BROKEN at entry ${report.bad_seq}: ${report.reason}`);
+      if (report.ok) await witnessChain();
     } catch (error) {
       notice(chain, "error", `Cannot verify the chain: ${error.message}`);
+    }
+  }
+
+  async function witnessChain() {
+    let seen;
+    try {
+      seen = await checkWitness();
+    } catch (error) {
+      notice(witness, "error", `Cannot compare the chain with what this browser saw: ${error.message}`);
+      return;
+    }
+    witness.hidden = false;
+    if (seen.state === "rewritten") {
+      witness.className = "notice error witness";
+      const accept = h("button", { type: "button", class: "small danger", id: "accept-new-head" }, "Accept the new head");
+      accept.addEventListener("click", async () => {
+        if (!confirm("Trust the audit chain as the relay now serves it, and watch it from here on?")) return;
+        const head = await acceptNewHead();
+        clear(witness, `Re-anchored on entry ${head ? head.seq : 0}, on your request.`);
+        witness.className = "notice info witness";
+      });
+      clear(witness,
+        h("strong", {}, "AUDIT LOG REWRITTEN. "),
+        `The chain links up, but it does not extend what this browser saw before: ${seen.reason}. `,
+        "Someone who can write the relay's data directory may have replaced the log. ",
+        "Compare with an exported copy kept elsewhere (helpline audit export) before accepting. ",
+        accept);
+    } else if (seen.state === "extends") {
+      witness.className = "notice ok witness";
+      clear(witness, `Extends entry ${seen.seen.seq} that this browser saw on ${new Date(seen.seen.at).toLocaleString()}.`);
+    } else {
+      witness.className = "notice info witness";
+      clear(witness, "First check in this browser: later visits warn if the chain no longer extends it.");
     }
   }
 

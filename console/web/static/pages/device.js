@@ -3,7 +3,7 @@
 
 import { api } from "../lib/api.js";
 import { ago, clear, h, notice, table, when } from "../lib/dom.js";
-import { deviceEvents } from "../lib/events.js";
+import { coalesced, deviceEvents } from "../lib/events.js";
 
 export async function render(root, ctx) {
   const [id] = ctx.params;
@@ -13,7 +13,8 @@ export async function render(root, ctx) {
   const reason = h("input", { id: "session-reason", maxlength: "1024", placeholder: "why (shown to the customer, audited)" });
   const open = (kind, extra = {}) => () => {
     const query = new URLSearchParams({ reason: reason.value.trim(), ...extra });
-    ctx.navigate(`#/${kind}/${encodeURIComponent(id)}?${query}`);
+    // This click is the technician's: the session page starts without asking again.
+    ctx.navigate(`#/${kind}/${encodeURIComponent(id)}?${query}`, { start: true });
   };
   const title = h("h1", {}, "Device");
   root.append(
@@ -93,8 +94,13 @@ export async function render(root, ctx) {
   }
 
   await Promise.all([load(), loadSessions()]);
-  return deviceEvents((event) => {
+  const loadSoon = coalesced(load); // one fetch per burst of events (lib/events.js)
+  const stop = deviceEvents((event) => {
     // "ready": subscribed; what changed between the first load and now is loaded again.
-    if (event.type === "ready" || event.id === id) load();
+    if (event.type === "ready" || event.id === id) loadSoon();
   });
+  return () => {
+    stop();
+    loadSoon.cancel();
+  };
 }

@@ -1,8 +1,9 @@
-// Devices: search, filter by group and online state; online state pushed live.
+// Devices: search, filter by group and online state; online state pushed live. Refetches
+// that events cause are coalesced (lib/events.js): one per burst, not one per event.
 
 import { api } from "../lib/api.js";
 import { ago, clear, h, notice, table } from "../lib/dom.js";
-import { deviceEvents } from "../lib/events.js";
+import { coalesced, deviceEvents } from "../lib/events.js";
 
 export async function render(root, ctx) {
   const devices = new Map();
@@ -89,6 +90,11 @@ export async function render(root, ctx) {
     }
   }
 
+  // Many devices changed at once (a relay restart, a network coming back): one list.
+  const MANY = 8;
+  const refreshSoon = coalesced((ids) =>
+    ids.has(null) || ids.size > MANY ? load() : Promise.all([...ids].map(refresh)));
+
   for (const control of [search, group, state]) control.addEventListener("input", draw);
   await load();
   const stop = deviceEvents(
@@ -100,11 +106,11 @@ export async function render(root, ctx) {
           known.last_seen = event.last_seen;
           draw();
         }
-        refresh(event.id);
+        refreshSoon(event.id);
       } else if (event.type === "inventory") {
-        refresh(event.id);
+        refreshSoon(event.id);
       } else if (event.type === "ready") {
-        load();
+        refreshSoon(null);
       }
     },
     (value) => (live.textContent = value === "live" ? "● live" : "reconnecting…"),
@@ -112,6 +118,7 @@ export async function render(root, ctx) {
   const timer = setInterval(draw, 30000); // "last seen" ages
   return () => {
     stop();
+    refreshSoon.cancel();
     clearInterval(timer);
   };
 }

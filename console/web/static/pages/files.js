@@ -1,10 +1,12 @@
 // The device's files: browse, download (the browser's own download manager), upload
 // (file picker or drag and drop) with progress. The relay checks every transfer's
-// SHA-256 end to end and the device resumes a cut upload (relay/web/files.py).
+// SHA-256 end to end and the device resumes a cut upload (relay/web/files.py). The session
+// starts on a click (lib/start.js).
 
 import { csrf, socketUrl } from "../lib/api.js";
 import { bytes, clear, h, notice, table, when } from "../lib/dom.js";
 import { showSessionState } from "../lib/session.js";
+import { startForm } from "../lib/start.js";
 
 function join(directory, name) {
   if (directory === "." || directory === "") return name;
@@ -37,9 +39,11 @@ export function render(root, ctx) {
   const picker = h("input", { type: "file", id: "upload-input", multiple: true });
   const drop = h("div", { class: "dropzone", id: "dropzone" }, "Drop files here to upload them to the directory shown");
   const newDir = h("input", { id: "new-dir", placeholder: "new directory name" });
+  const starter = startForm(ctx, { label: "Open files", onStart: ({ reason }) => connect(reason) });
   root.append(
     h("div", { class: "toolbar" }, title,
       h("a", { href: `#/device/${encodeURIComponent(device)}` }, "back to the device")),
+    starter.form,
     status,
     h("form", { class: "toolbar", id: "path-form" },
       h("button", { type: "button", class: "secondary", id: "up" }, "Up"),
@@ -51,51 +55,57 @@ export function render(root, ctx) {
     drop,
     uploads,
   );
-  notice(status, "info", "Asking the relay…");
+  notice(status, "info", "Check the reason, then open the files.");
 
   let handle = null;
   let current = ".";
   let nextId = 1;
   const pending = new Map();
-  const socket = new WebSocket(
-    socketUrl("/web/ws/files", { device, reason: ctx.query.get("reason") || "" }),
-  );
+  let socket = null;
 
   function request(op, fields) {
     return new Promise((resolve, reject) => {
+      if (!socket || socket.readyState !== WebSocket.OPEN) {
+        reject({ message: "the files session is not open" });
+        return;
+      }
       const id = nextId++;
       pending.set(id, { resolve, reject });
       socket.send(JSON.stringify({ id, op, ...fields }));
     });
   }
 
-  socket.addEventListener("message", (event) => {
-    const message = JSON.parse(event.data);
-    if (message.id !== undefined && message.ok !== undefined) {
-      const waiter = pending.get(message.id);
-      pending.delete(message.id);
-      if (waiter) (message.ok ? waiter.resolve : waiter.reject)(new Object(message));
-      else if (!message.ok) notice(status, "error", message.message);
-      return;
-    }
-    showSessionState(status, message);
-    if (message.type === "opened") {
-      title.textContent = `Files on ${message.device}`;
-      handle = message.handle;
-      window.__filesHandle = handle; // for tests and the browser's console
-      browse(".");
-    } else if (message.type === "closed" || message.type === "refused") {
+  function connect(reason) {
+    notice(status, "info", "Asking the relay…");
+    socket = new WebSocket(socketUrl("/web/ws/files", { device, reason }));
+    socket.addEventListener("message", (event) => {
+      const message = JSON.parse(event.data);
+      if (message.id !== undefined && message.ok !== undefined) {
+        const waiter = pending.get(message.id);
+        pending.delete(message.id);
+        if (waiter) (message.ok ? waiter.resolve : waiter.reject)(new Object(message));
+        else if (!message.ok) notice(status, "error", message.message);
+        return;
+      }
+      showSessionState(status, message);
+      if (message.type === "opened") {
+        title.textContent = `Files on ${message.device}`;
+        handle = message.handle;
+        window.__filesHandle = handle; // for tests and the browser's console
+        browse(".");
+      } else if (message.type === "closed" || message.type === "refused") {
+        handle = null;
+      }
+    });
+    socket.addEventListener("close", () => {
       handle = null;
-    }
-  });
-  socket.addEventListener("close", () => {
-    handle = null;
-    for (const waiter of pending.values()) waiter.reject({ message: "the files session ended" });
-    pending.clear();
-    if (!status.classList.contains("error") && !status.textContent.startsWith("Session ended")) {
-      notice(status, "info", "The files session is over.");
-    }
-  });
+      for (const waiter of pending.values()) waiter.reject({ message: "the files session ended" });
+      pending.clear();
+      if (!status.classList.contains("error") && !status.textContent.startsWith("Session ended")) {
+        notice(status, "info", "The files session is over.");
+      }
+    });
+  }
 
   async function browse(path) {
     try {
@@ -208,7 +218,8 @@ export function render(root, ctx) {
     }
   });
 
+  starter.startIfAsked();
   return () => {
-    if (socket.readyState <= WebSocket.OPEN) socket.close();
+    if (socket && socket.readyState <= WebSocket.OPEN) socket.close();
   };
 }

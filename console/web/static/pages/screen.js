@@ -2,20 +2,22 @@
 // first), scaled to the window, with a monitor picker, the encoding mode, a full-frame
 // refresh, asking for control, mouse and keyboard input, special keys, text to type, and
 // the frame rate and bandwidth. Each frame is acknowledged once drawn (the agent sends
-// only a couple ahead), and the stream bytes once handled (the relay's window).
+// only a couple ahead), and the stream bytes once handled (the relay's window). The session
+// starts on a click (lib/start.js): the kind and reason in the address are only pre-filled.
 
 import { socketUrl } from "../lib/api.js";
 import { h, notice } from "../lib/dom.js";
 import { showSessionState } from "../lib/session.js";
-import { ScreenPainter, TileStreamParser } from "../lib/tiles.js";
+import { ScreenPainter, StreamError, TileStreamParser } from "../lib/tiles.js";
 import { SPECIAL_KEYS, buttonName, wheelNotches } from "../lib/input.js";
+import { startForm } from "../lib/start.js";
 
 const MODES = ["lossless", "auto", "lossy"];
 
 export function render(root, ctx) {
   const [device] = ctx.params;
-  const kind = ctx.query.get("kind") === "control" ? "control" : "view";
-  const title = h("h1", {}, kind === "control" ? "Screen control" : "Screen view");
+  let kind = "view"; // chosen with the click that starts the session
+  const title = h("h1", {}, "Screen");
   const status = h("p", { id: "screen-status", role: "status" });
   const refusal = h("p", { id: "screen-refusal", role: "alert", hidden: true });
   const stats = h("span", { id: "screen-stats", class: "muted" });
@@ -35,9 +37,11 @@ export function render(root, ctx) {
   const canvas = h("canvas", { id: "screen-canvas", width: "1", height: "1" });
   const overlay = h("canvas", { id: "screen-pointer", width: "1", height: "1", tabindex: "0", "aria-label": "Remote screen" });
   const stage = h("div", { class: "screen-stage fit", id: "screen-stage" }, canvas, overlay);
+  const starter = startForm(ctx, { kinds: ["view", "control"], label: "Start screen session", onStart: connect });
   root.append(
     h("div", { class: "toolbar" }, title, end,
       h("a", { href: `#/device/${encodeURIComponent(device)}` }, "back to the device")),
+    starter.form,
     status,
     refusal,
     h("div", { class: "toolbar screen-tools" },
@@ -53,21 +57,21 @@ export function render(root, ctx) {
       stats),
     stage,
   );
-  notice(status, "info", "Asking the relay…");
+  notice(status, "info", "Choose view or control and the reason, then start the session.");
 
-  const params = { device, kind, reason: ctx.query.get("reason") || "" };
-  if (ctx.query.get("mode")) params.mode = ctx.query.get("mode");
-  const socket = new WebSocket(socketUrl("/web/ws/screen", params));
-  socket.binaryType = "arraybuffer";
+  const params = { device, kind, reason: "" };
+  // The quality to start with: harmless to take from the address (it changes nothing on the device).
+  if (MODES.includes(ctx.query.get("mode"))) params.mode = ctx.query.get("mode");
+  let socket = null;
   const parser = new TileStreamParser();
   const painter = new ScreenPainter(canvas, overlay);
-  const state = { open: false, over: false, control: kind === "control", info: null, frames: 0, seq: null, bytes: 0, refusals: [] };
+  const state = { open: false, over: false, control: false, info: null, frames: 0, seq: null, bytes: 0, refusals: [] };
   window.helplineScreen = { state, canvas, overlay }; // for tests and the browser's console
   let drawing = Promise.resolve();
   let controlAsked = false;
 
   function send(message) {
-    if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
   }
 
   function finish(reason) {
@@ -116,6 +120,16 @@ export function render(root, ctx) {
   }
 
   function showInfo(info) {
+    // Frames may be as large as the largest monitor the device describes, within what the
+    // viewer shows at all (MAX_CANVAS); a device claiming more is refused, not believed.
+    try {
+      if (!Array.isArray(info.monitors) || !info.monitors.length) throw new StreamError("the device described no monitor");
+      parser.limitTo(Math.max(...info.monitors.map((m) => m[2])), Math.max(...info.monitors.map((m) => m[3])));
+    } catch (error) {
+      send({ type: "end" });
+      finish(`The device sent a screen that cannot be shown: ${error.message}`);
+      return;
+    }
     state.info = info;
     state.control = info.control;
     const previous = monitors.value;
@@ -139,49 +153,61 @@ export function render(root, ctx) {
     }
   }
 
-  socket.addEventListener("message", (event) => {
-    if (typeof event.data !== "string") {
-      const data = event.data;
-      drawing = drawing.then(() => handleChunk(data));
-      return;
-    }
-    const message = JSON.parse(event.data);
-    if (message.type === "screen.info") {
-      drawing = drawing.then(() => showInfo(message));
-      return;
-    }
-    if (message.type === "screen.refused") {
-      state.refusals.push(message);
-      notice(refusal, "error", message.message || "The device refused that request.");
-      if (controlAsked) {
-        controlAsked = false;
-        askControl.disabled = state.control;
+  function connect(chosen) {
+    kind = chosen.kind === "control" ? "control" : "view";
+    params.kind = kind;
+    params.reason = chosen.reason;
+    state.control = kind === "control";
+    title.textContent = kind === "control" ? "Screen control" : "Screen view";
+    notice(status, "info", "Asking the relay…");
+    socket = new WebSocket(socketUrl("/web/ws/screen", params));
+    socket.binaryType = "arraybuffer";
+    socket.addEventListener("message", (event) => {
+      if (typeof event.data !== "string") {
+        const data = event.data;
+        drawing = drawing.then(() => handleChunk(data));
+        return;
       }
-      return;
-    }
-    showSessionState(status, message);
-    if (message.type === "opened") {
-      title.textContent = `${kind === "control" ? "Controlling" : "Viewing"} ${message.device}`;
-      state.open = true;
-      state.session = message.session;
-      for (const control of [end, refresh, special, sendText]) control.disabled = false;
-      overlay.focus();
-    } else if (message.type === "refused") {
-      finish();
-      stage.classList.add("refused");
-    } else if (message.type === "closed") {
-      finish();
-      notice(status, "info", `Session ended: ${message.message}`);
-    } else if (message.type === "error") {
-      finish(message.message);
-    }
-  });
-  socket.addEventListener("close", () => {
-    if (!state.over && state.open) finish("The connection to the relay was lost.");
-    else if (!state.over && status.textContent === "Asking the relay…") {
-      finish("The relay refused the connection (signed out?).");
-    }
-  });
+      const message = JSON.parse(event.data);
+      if (message.type === "screen.info") {
+        drawing = drawing.then(() => {
+          if (!state.over) showInfo(message);
+        });
+        return;
+      }
+      if (message.type === "screen.refused") {
+        state.refusals.push(message);
+        notice(refusal, "error", message.message || "The device refused that request.");
+        if (controlAsked) {
+          controlAsked = false;
+          askControl.disabled = state.control;
+        }
+        return;
+      }
+      showSessionState(status, message);
+      if (message.type === "opened") {
+        title.textContent = `${kind === "control" ? "Controlling" : "Viewing"} ${message.device}`;
+        state.open = true;
+        state.session = message.session;
+        for (const control of [end, refresh, special, sendText]) control.disabled = false;
+        overlay.focus();
+      } else if (message.type === "refused") {
+        finish();
+        stage.classList.add("refused");
+      } else if (message.type === "closed") {
+        finish();
+        notice(status, "info", `Session ended: ${message.message}`);
+      } else if (message.type === "error") {
+        finish(message.message);
+      }
+    });
+    socket.addEventListener("close", () => {
+      if (!state.over && state.open) finish("The connection to the relay was lost.");
+      else if (!state.over && status.textContent === "Asking the relay…") {
+        finish("The relay refused the connection (signed out?).");
+      }
+    });
+  }
 
   // -- the controls ----------------------------------------------------------------------
 
@@ -327,9 +353,10 @@ export function render(root, ctx) {
     stats.textContent = `${fps.toFixed(1)} fps · ${rate.toFixed(1)} KB/s · ${size} · ${state.control ? "control" : "view only"}`;
   }, 1000);
 
+  starter.startIfAsked();
   return () => {
     clearInterval(timer);
-    if (socket.readyState <= WebSocket.OPEN) socket.close();
+    if (socket && socket.readyState <= WebSocket.OPEN) socket.close();
     delete window.helplineScreen;
   };
 }

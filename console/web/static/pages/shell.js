@@ -1,12 +1,13 @@
 // A shell on the device in xterm.js: typing, resize with the window, copy and paste,
 // the end of the session shown. Output is acknowledged once xterm.js drew it, which is
-// the relay's flow control toward this page.
+// the relay's flow control toward this page. The session starts on a click (lib/start.js).
 
 import { Terminal } from "/vendor/xterm.mjs";
 import { FitAddon } from "/vendor/addon-fit.mjs";
 import { socketUrl } from "../lib/api.js";
 import { h, notice } from "../lib/dom.js";
 import { showSessionState } from "../lib/session.js";
+import { startForm } from "../lib/start.js";
 
 export function render(root, ctx) {
   const [device] = ctx.params;
@@ -16,13 +17,15 @@ export function render(root, ctx) {
   const end = h("button", { type: "button", id: "end-session", disabled: true }, "End session");
   const copy = h("button", { type: "button", class: "small", id: "copy" }, "Copy selection");
   const paste = h("button", { type: "button", class: "small", id: "paste" }, "Paste");
+  const starter = startForm(ctx, { label: "Open shell", onStart: ({ reason }) => connect(reason) });
   root.append(
     h("div", { class: "toolbar" }, title, end, copy, paste,
       h("a", { href: `#/device/${encodeURIComponent(device)}` }, "back to the device")),
+    starter.form,
     status,
     screen,
   );
-  notice(status, "info", "Asking the relay…");
+  notice(status, "info", "Check the reason, then open the shell.");
 
   const term = new Terminal({ cursorBlink: true, scrollback: 5000, convertEol: false });
   const fit = new FitAddon();
@@ -31,21 +34,13 @@ export function render(root, ctx) {
   fit.fit();
   window.helplineTerminal = term; // for tests and the browser's console
 
-  const socket = new WebSocket(
-    socketUrl("/web/ws/shell", {
-      device,
-      reason: ctx.query.get("reason") || "",
-      cols: term.cols,
-      rows: term.rows,
-    }),
-  );
-  socket.binaryType = "arraybuffer";
   const encoder = new TextEncoder();
+  let socket = null;
   let open = false;
   let over = false;
 
   function send(message) {
-    if (socket.readyState === WebSocket.OPEN) socket.send(message);
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(message);
   }
 
   function finish(text) {
@@ -57,36 +52,43 @@ export function render(root, ctx) {
     screen.classList.add("ended");
   }
 
-  socket.addEventListener("message", (event) => {
-    if (typeof event.data !== "string") {
-      const data = new Uint8Array(event.data);
-      term.write(data, () => send(JSON.stringify({ type: "ack", bytes: data.length })));
-      return;
-    }
-    const message = JSON.parse(event.data);
-    showSessionState(status, message);
-    if (message.type === "opened") {
-      title.textContent = `Shell on ${message.device}`;
-      open = true;
-      end.disabled = false;
-      term.focus();
-    } else if (message.type === "exit") {
-      finish(message.signal ? `process killed by ${message.signal}` : `process exited with status ${message.code}`);
-      notice(status, "info", `Session over: exit status ${message.code}.`);
-    } else if (message.type === "closed") {
-      finish(`session ended: ${message.message}`);
-    } else if (message.type === "refused") {
-      finish(message.denied ? "denied by the customer" : "refused");
-    }
-  });
-  socket.addEventListener("close", () => {
-    if (!over && open) {
-      finish("connection to the relay lost");
-      notice(status, "error", "The connection to the relay was lost.");
-    } else if (!over && status.textContent === "Asking the relay…") {
-      notice(status, "error", "The relay refused the connection (signed out?).");
-    }
-  });
+  function connect(reason) {
+    notice(status, "info", "Asking the relay…");
+    socket = new WebSocket(
+      socketUrl("/web/ws/shell", { device, reason, cols: term.cols, rows: term.rows }),
+    );
+    socket.binaryType = "arraybuffer";
+    socket.addEventListener("message", (event) => {
+      if (typeof event.data !== "string") {
+        const data = new Uint8Array(event.data);
+        term.write(data, () => send(JSON.stringify({ type: "ack", bytes: data.length })));
+        return;
+      }
+      const message = JSON.parse(event.data);
+      showSessionState(status, message);
+      if (message.type === "opened") {
+        title.textContent = `Shell on ${message.device}`;
+        open = true;
+        end.disabled = false;
+        term.focus();
+      } else if (message.type === "exit") {
+        finish(message.signal ? `process killed by ${message.signal}` : `process exited with status ${message.code}`);
+        notice(status, "info", `Session over: exit status ${message.code}.`);
+      } else if (message.type === "closed") {
+        finish(`session ended: ${message.message}`);
+      } else if (message.type === "refused") {
+        finish(message.denied ? "denied by the customer" : "refused");
+      }
+    });
+    socket.addEventListener("close", () => {
+      if (!over && open) {
+        finish("connection to the relay lost");
+        notice(status, "error", "The connection to the relay was lost.");
+      } else if (!over && status.textContent === "Asking the relay…") {
+        notice(status, "error", "The relay refused the connection (signed out?).");
+      }
+    });
+  }
 
   term.onData((data) => {
     if (open) send(encoder.encode(data));
@@ -124,9 +126,10 @@ export function render(root, ctx) {
     term.focus();
   });
 
+  starter.startIfAsked();
   return () => {
     observer.disconnect();
-    if (socket.readyState <= WebSocket.OPEN) socket.close();
+    if (socket && socket.readyState <= WebSocket.OPEN) socket.close();
     term.dispose();
     delete window.helplineTerminal;
   };
