@@ -5,6 +5,9 @@
   the event loop.
 * TOTP codes (RFC 6238, 30 s steps, one step of drift either way) are refused
   when their step is not newer than the last accepted one: a code works once.
+  The step is recorded by a compare-and-set in the store
+  (:meth:`relay.store.Store.claim_totp_step`), so of parallel logins with one
+  code, on any path (REST, web, SSH), exactly one wins.
 * Bearer tokens are 256 random bits shown once; the store keeps their SHA-256.
 * Failures lock the account after ``lockout_threshold`` in a row, and throttle
   the client address after ``address_failures`` within ``address_window``.
@@ -159,7 +162,6 @@ class Authenticator:
         if not await asyncio.to_thread(_verify_password, user.password_hash, password):
             await self._fail(user, actor, address, "wrong password", now)
             raise AuthError(_GENERIC_FAILURE)
-        step = user.totp_last_step
         # Every account gets a secret at creation; only those that require it must use it.
         if user.totp_required:
             if user.totp_secret is None:
@@ -169,15 +171,13 @@ class Authenticator:
             if matched is None:
                 await self._fail(user, actor, address, "wrong one-time code", now)
                 raise AuthError(_GENERIC_FAILURE)
-            if matched <= user.totp_last_step:
+            # Check and record the step in one compare-and-set in the store: of parallel
+            # logins with one code (REST, web or SSH), exactly one gets in.
+            if not await self.store.claim_totp_step(user.id, matched):
                 await self._fail(user, actor, address, "one-time code reused", now)
                 raise AuthError(_GENERIC_FAILURE)
-            step = matched
-        updates: dict[str, object] = {
-            "failed_attempts": 0,
-            "locked_until": None,
-            "totp_last_step": step,
-        }
+            user.totp_last_step = matched
+        updates: dict[str, object] = {"failed_attempts": 0, "locked_until": None}
         if _hasher.check_needs_rehash(user.password_hash):
             updates["password_hash"] = await hash_password(password)
         await self.store.update_user(user.id, **updates)
@@ -297,19 +297,15 @@ class Authenticator:
             reason = "no TOTP secret enrolled"
         else:
             matched = matching_totp_step(user.totp_secret, otp, now)
-            reason = "wrong one-time code" if matched is None else ""
-            if matched is not None:
-                # Check and record the step in one go: two connections racing with the
-                # same code must not both get in.
-                async with self._failure_lock:
-                    current = await self.store.get_user_by_id(user.id)
-                    if current is not None and matched > current.totp_last_step:
-                        await self.store.update_user(
-                            user.id, failed_attempts=0, locked_until=None, totp_last_step=matched
-                        )
-                        user.failed_attempts, user.locked_until = 0, None
-                        user.totp_last_step = matched
-                        return user
+            if matched is None:
+                reason = "wrong one-time code"
+            # The same compare-and-set as :meth:`login`: one code, one login, on any path.
+            elif await self.store.claim_totp_step(user.id, matched):
+                await self.store.update_user(user.id, failed_attempts=0, locked_until=None)
+                user.failed_attempts, user.locked_until = 0, None
+                user.totp_last_step = matched
+                return user
+            else:
                 reason = "one-time code reused"
         await self.record_failure(user, actor, address, reason, action=action, now=now, **details)
         raise AuthError(_GENERIC_FAILURE)

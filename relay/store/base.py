@@ -54,6 +54,12 @@ class Store(RolloutStore, ABC):
     @abstractmethod
     async def delete_user(self, user_id: int) -> None: ...
 
+    @abstractmethod
+    async def claim_totp_step(self, user_id: int, step: int) -> bool:
+        """Record ``step`` as the account's last used TOTP step if it is newer than the one
+        recorded, in one compare-and-set: of any number of callers racing with the same
+        step, exactly one gets True."""
+
     # groups and grants
     @abstractmethod
     async def create_group(self, name: str) -> Group: ...

@@ -256,6 +256,13 @@ class SQLiteStore(SQLiteRolloutStore, Store):
         if not await self._execute("DELETE FROM users WHERE id = ?", (user_id,)):
             raise NotFound("no such user")
 
+    async def claim_totp_step(self, user_id: int, step: int) -> bool:
+        changed = await self._execute(
+            "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?",
+            (step, user_id, step),
+        )
+        return changed == 1
+
     # -- groups and grants -----------------------------------------------------------
 
     async def create_group(self, name: str) -> Group:
