@@ -60,7 +60,7 @@ import asyncssh
 from protocol.errors import HelplineError, TooManyAttempts
 
 from ..models import SshKey, User
-from ..sshkeys import fingerprint_blob
+from ..sshkeys import fingerprint_blob, strong_enough
 from .session import SshSession
 
 if TYPE_CHECKING:
@@ -193,7 +193,12 @@ class GatewayLogin(asyncssh.SSHServer):
             return False
         fingerprint = fingerprint_blob(key.public_data)
         record = await self.relay.store.find_ssh_key(fingerprint)
-        if self.user is not None and record is not None and record.user_id == self.user.id:
+        if (
+            self.user is not None
+            and record is not None
+            and record.user_id == self.user.id
+            and strong_enough(key.public_data)  # a short RSA key from before they were refused
+        ):
             self.candidates[fingerprint] = record
             return True
         if fingerprint not in self.refused_keys:
