@@ -50,7 +50,9 @@ async def build_state(config: RelayConfig) -> RelayState:
         config=config,
         store=store,
         audit=audit_log,
-        auth=Authenticator(store, audit_log, config.auth),
+        auth=Authenticator(
+            store, audit_log, config.auth, initial_admin=config.data_dir / "initial-admin.json"
+        ),
         pki=RelayPKI(config.data_dir),
         presence=Presence(),
     )

@@ -12,6 +12,10 @@
 * Failures lock the account after ``lockout_threshold`` in a row, and throttle
   the client address after ``address_failures`` within ``address_window``.
 
+The first admin's ``initial-admin.json`` (its password and TOTP secret, written
+by ``helpline-relay init``) is removed after that admin's first successful
+login, audited as ``relay.initial_admin_removed``.
+
 Every outcome is an audit entry; the error a client sees never says which of
 username, password or code was wrong.
 """
@@ -20,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import logging
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -40,6 +47,8 @@ from .models import ApiToken, User
 from .store import Store
 
 __all__ = ["Authenticator", "LoginResult", "hash_token", "new_totp_secret"]
+
+log = logging.getLogger("helpline.auth")
 
 TOKEN_PREFIX = "hl_"
 _GENERIC_FAILURE = "invalid username, password or one-time code"
@@ -132,8 +141,11 @@ class Authenticator:
         audit: AuditLog,
         config: AuthConfig,
         clock: Callable[[], float] = time.time,
+        initial_admin: Path | None = None,
     ) -> None:
         self.store = store
+        #: ``initial-admin.json``, until the admin it names has logged in once.
+        self.initial_admin = initial_admin
         self.audit = audit
         self.config = config
         self.clock = clock
@@ -185,7 +197,34 @@ class Authenticator:
         expires_at = now + self.config.token_lifetime
         await self.store.add_api_token(ApiToken(hash_token(token), user.id, now, expires_at))
         await self.audit.record(user.username, "user.login", user.username, address=address)
+        await self._remove_initial_admin_file(user)
         return LoginResult(token, user, expires_at)
+
+    async def _remove_initial_admin_file(self, user: User) -> None:
+        """Delete ``initial-admin.json`` once the admin it names logged in: its password
+        and TOTP secret have done their job and must not stay on disk."""
+        path = self.initial_admin
+        if path is None:
+            return
+        try:
+            recorded = json.loads(await asyncio.to_thread(path.read_text))
+        except FileNotFoundError:
+            self.initial_admin = None
+            return
+        except (OSError, ValueError) as error:
+            log.warning("cannot read %s: %s", path, error)
+            return
+        # By id where the file has it (a re-created name is another account), else by name.
+        if recorded.get("user_id", user.id) != user.id or recorded.get("username") != user.username:
+            return
+        try:
+            await asyncio.to_thread(path.unlink)
+        except FileNotFoundError:
+            return  # a parallel login removed it (and audited that)
+        self.initial_admin = None
+        await self.audit.record(
+            "relay", "relay.initial_admin_removed", path.name, username=user.username
+        )
 
     async def _fail(
         self, user: User | None, actor: str, address: str, reason: str, now: float
