@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -46,9 +47,12 @@ from .config import AuthConfig
 from .models import ApiToken, User
 from .store import Store
 
-__all__ = ["Authenticator", "LoginResult", "hash_token", "new_totp_secret"]
+__all__ = ["USERNAME", "Authenticator", "LoginResult", "hash_token", "new_totp_secret"]
 
 log = logging.getLogger("helpline.auth")
+
+#: What a user name may be (checked when accounts are made and before any login lookup).
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}\Z")
 
 TOKEN_PREFIX = "hl_"
 _GENERIC_FAILURE = "invalid username, password or one-time code"
@@ -158,6 +162,9 @@ class Authenticator:
         if self.throttle.blocked(address, now):
             await self.audit.record(actor, "user.login_throttled", actor, address=address)
             raise TooManyAttempts("too many failed attempts from this address; try again later")
+        if not USERNAME.match(username):  # no account can have it: not even looked up
+            await self._fail(None, actor, address, "user name not allowed", now)
+            raise AuthError(_GENERIC_FAILURE)
         user = await self.store.get_user(username)
         if user is None:
             await asyncio.to_thread(_verify_password, _DUMMY_HASH, password)
@@ -291,6 +298,11 @@ class Authenticator:
                 actor, action, actor, address=address, reason="address throttled", **details
             )
             raise TooManyAttempts("too many failed attempts from this address; try again later")
+        if not USERNAME.match(username):
+            await self.record_failure(
+                None, actor, address, "user name not allowed", action=action, now=now, **details
+            )
+            raise AuthError(_GENERIC_FAILURE)
         user = await self.store.get_user(username)
         if user is None:
             await self.record_failure(

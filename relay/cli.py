@@ -17,15 +17,21 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config
+from .logsafe import SafeFormatter
 
 log = logging.getLogger("helpline.relay")
 
 
 def _setup_logging(verbose: bool, serving: bool) -> None:
     """Serving logs at INFO; one-shot commands only say something when it matters."""
+    # Untrusted text (login names, agents' reasons) is escaped in every record: one line each.
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        SafeFormatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    )
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO if serving else logging.WARNING,
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        handlers=[handler],
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 

@@ -59,6 +59,7 @@ import asyncssh
 
 from protocol.errors import HelplineError, TooManyAttempts
 
+from ..auth import USERNAME
 from ..models import SshKey, User
 from ..sshkeys import fingerprint_blob, strong_enough
 from .session import SshSession
@@ -176,6 +177,9 @@ class GatewayLogin(asyncssh.SSHServer):
         if self.relay.auth.throttle.blocked(self.address, self.relay.auth.clock()):
             self.reason = "address throttled"
             self.stage = Stage.REFUSED
+            return True
+        if not USERNAME.match(self.username):  # no account has it: not even looked up
+            self.reason = "user name not allowed"
             return True
         self.user = await self.relay.store.get_user(self.username)
         if self.user is None:
