@@ -116,6 +116,7 @@ class RunningRelay:
         if self.ssh is not None:
             await self.ssh.stop()
         await self.state.store.close()
+        self.state.auth.close()
 
 
 async def start_relay(config: RelayConfig, listen: str | None = None) -> RunningRelay:

@@ -344,7 +344,6 @@ class GatewayLogin(asyncssh.SSHServer):
         else:
             reason = "no key offered"
         await self.relay.auth.record_failure(
-            None,
             (self.username or self.login)[:64],
             self.address,
             reason,
