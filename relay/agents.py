@@ -90,6 +90,8 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
         ws=ws, conn=conn, device_id=device.id, name=device.name, group=device.group, address=address
     )
 
+    logged_inventory: list[bool] = []
+
     async def on_event(event: Event) -> None:
         link.last_seen = time.time()
         if getattr(event, "channel", None) is not None:
@@ -100,6 +102,16 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
             await relay.presence.agent_online(link)
             await relay.store.update_device(device.id, last_seen=link.last_seen)
         elif isinstance(event, Inventory):
+            if not logged_inventory:  # once per connection: no log flood
+                logged_inventory.append(True)
+                log.info(
+                    "%s is host %s, %s, user %s, agent %s",
+                    link,
+                    event.hostname,
+                    event.os,
+                    event.user,
+                    event.agent_version,
+                )  # untrusted text: SafeFormatter (relay.logsafe) escapes it
             inventory = {
                 "hostname": event.hostname,
                 "os": event.os,

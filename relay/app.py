@@ -50,7 +50,9 @@ async def build_state(config: RelayConfig) -> RelayState:
         config=config,
         store=store,
         audit=audit_log,
-        auth=Authenticator(store, audit_log, config.auth),
+        auth=Authenticator(
+            store, audit_log, config.auth, initial_admin=config.data_dir / "initial-admin.json"
+        ),
         pki=RelayPKI(config.data_dir),
         presence=Presence(),
     )
@@ -114,6 +116,7 @@ class RunningRelay:
         if self.ssh is not None:
             await self.ssh.stop()
         await self.state.store.close()
+        self.state.auth.close()
 
 
 async def start_relay(config: RelayConfig, listen: str | None = None) -> RunningRelay:

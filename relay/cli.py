@@ -17,15 +17,21 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config
+from .logsafe import SafeFormatter
 
 log = logging.getLogger("helpline.relay")
 
 
 def _setup_logging(verbose: bool, serving: bool) -> None:
     """Serving logs at INFO; one-shot commands only say something when it matters."""
+    # Untrusted text (login names, agents' reasons) is escaped in every record: one line each.
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        SafeFormatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    )
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO if serving else logging.WARNING,
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        handlers=[handler],
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
@@ -46,7 +52,10 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  URL:                  {admin.url}")
     print(f"  CA fingerprint:       {admin.ca_fingerprint}")
     print(f"  SSH host key:         {admin.ssh_host_key_fingerprint}")
-    print("First admin (shown once; also in initial-admin.json, mode 0600 — delete it after use):")
+    print(
+        "First admin (shown once; also in initial-admin.json, mode 0600, which the relay"
+        " removes after this admin's first successful login):"
+    )
     print(f"  username:             {admin.username}")
     print(f"  password:             {admin.password}")
     print(f"  TOTP secret:          {admin.totp_secret}")
@@ -123,6 +132,10 @@ def _info(data: Path) -> int:
             f"  helpline login {config.server.public_url} --user {admin['username']}"
             f" --ca-fingerprint {pki.ca_fingerprint}"
         )
+        print(f"  ({initial} is removed after {admin['username']}'s first successful login:")
+        print("   keep the password and TOTP secret elsewhere)")
+    else:
+        print("Admin login           (initial-admin.json is gone: removed at the first login)")
     return 0
 
 

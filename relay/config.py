@@ -42,6 +42,10 @@ lockout_seconds = 900
 # Failed logins from one address within address_window seconds before it is throttled.
 address_failures = 20
 address_window = 600
+# Password checks (argon2id, ~64 MiB each) running at once; 0: one per CPU core...
+password_checks = 0
+# ...and logins that may wait for one; past that a login is refused as busy (HTTP 429).
+password_queue = 32
 
 [agents]
 # An agent that sends nothing (heartbeats included) for this many seconds is dropped.
@@ -87,6 +91,8 @@ class AuthConfig:
     lockout_seconds: int = 900
     address_failures: int = 20
     address_window: int = 600
+    password_checks: int = 0
+    password_queue: int = 32
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ the relay's TLS certificate (``relay.pki``), an empty CRL, an Ed25519 SSH host
 key for the gateway, ``relay.toml`` with documented defaults, the SQLite
 database with its schema, a ``default`` device group, and the first admin,
 whose password and TOTP secret are shown once and kept in
-``initial-admin.json`` (0600) for the operator to read and then delete.
+``initial-admin.json`` (0600) until that admin's first successful login, which
+removes it (:mod:`relay.auth`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _MARKERS = ("relay.toml", "relay.db", "ca.key", "server.key", "ssh_host_ed25519_
 
 @dataclass(frozen=True, slots=True)
 class InitialAdmin:
+    user_id: int
     username: str
     password: str
     totp_secret: str
@@ -121,7 +123,7 @@ async def init_data_dir(
         await audit_log.record("relay", "group.create", "default")
         password = secrets.token_urlsafe(15)
         totp_secret = new_totp_secret()
-        await store.create_user(
+        admin_user = await store.create_user(
             admin_username,
             "Administrator",
             UserRole.ADMIN,
@@ -134,6 +136,7 @@ async def init_data_dir(
         await store.close()
 
     admin = InitialAdmin(
+        user_id=admin_user.id,
         username=admin_username,
         password=password,
         totp_secret=totp_secret,

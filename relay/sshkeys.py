@@ -1,4 +1,9 @@
-"""OpenSSH public key lines: parsing, checking and fingerprinting (``SHA256:...``)."""
+"""OpenSSH public key lines: parsing, checking and fingerprinting (``SHA256:...``).
+
+RSA keys are taken only with a modulus of at least :data:`MIN_RSA_BITS` bits
+(NIST SP 800-57 puts 2048-bit RSA at 112-bit strength, below what the rest of
+Helpline uses); shorter ones are refused with a clear error when they are added.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,51 @@ ALLOWED_TYPES = frozenset(
 )
 
 
+#: The smallest RSA modulus accepted, in bits.
+MIN_RSA_BITS = 3072
+
+
+def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
+    """One SSH wire ``string`` (RFC 4251 section 5) at ``offset``, and the offset after it."""
+    if offset + 4 > len(blob):
+        raise InvalidMessage("the key's data is cut short")
+    length = int.from_bytes(blob[offset : offset + 4], "big")
+    end = offset + 4 + length
+    if end > len(blob):
+        raise InvalidMessage("the key's data is cut short")
+    return blob[offset + 4 : end], end
+
+
+def rsa_bits(blob: bytes) -> int:
+    """The modulus size of an ``ssh-rsa`` key blob (string type, mpint e, mpint n)."""
+    _, offset = _read_string(blob, 0)
+    _, offset = _read_string(blob, offset)
+    modulus, _ = _read_string(blob, offset)
+    return int.from_bytes(modulus, "big").bit_length()
+
+
+def check_key_strength(key_type: str, blob: bytes) -> None:
+    """Refuse an RSA key shorter than :data:`MIN_RSA_BITS`, saying what to use instead."""
+    if key_type == "ssh-rsa" or key_type.startswith("rsa-sha2"):
+        bits = rsa_bits(blob)
+        if bits < MIN_RSA_BITS:
+            raise InvalidMessage(
+                f"this RSA key has {bits} bits; the relay takes RSA keys of at least"
+                f" {MIN_RSA_BITS} bits (better: ssh-keygen -t ed25519)"
+            )
+
+
+def strong_enough(blob: bytes) -> bool:
+    """Whether a key blob (as an SSH client offers it) passes :func:`check_key_strength`:
+    the gateway also refuses short RSA keys registered before they were refused here."""
+    try:
+        key_type, _ = _read_string(blob, 0)
+        check_key_strength(key_type.decode(errors="replace"), blob)
+    except InvalidMessage:
+        return False
+    return True
+
+
 def fingerprint_blob(blob: bytes) -> str:
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return f"SHA256:{digest}"
@@ -43,5 +93,6 @@ def parse_public_key(line: str) -> tuple[str, str, str, str]:
         "ssh-rsa" if key_type.startswith("rsa-sha2") else key_type
     ):
         raise InvalidMessage("the key's type does not match its data")
+    check_key_strength(key_type, blob)
     comment = parts[2].strip()[:64] if len(parts) > 2 else ""
     return key_type, encoded, fingerprint_blob(blob), comment

@@ -26,6 +26,7 @@ from protocol.errors import (
     TooManyAttempts,
 )
 
+from ..auth import USERNAME
 from ..models import User, UserRole
 from ..state import RELAY
 
@@ -47,8 +48,9 @@ _STATUS: dict[type[HelplineError], int] = {
     Conflict: 409,
 }
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+# \Z, not $: "$" also matches before a final newline, which let "desk\n" through.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+USERNAME_PATTERN = USERNAME
 
 
 def status_for(error: HelplineError) -> int:

@@ -1,7 +1,9 @@
 """Agent enrolment: an enrolment token and a CSR in, a client certificate out.
 
 The relay, not the agent, decides the identity: a fresh device id goes into
-the certificate whatever the CSR's subject says. The agent has pinned our CA
+the certificate whatever the CSR's subject says. The token is checked before
+anything else, so that without a usable one nothing is learnt (not even which
+device names exist); it is spent only after the CSR was signed. The agent has pinned our CA
 by fingerprint before it sends anything here.
 """
 
@@ -17,13 +19,24 @@ from certs.fingerprints import fingerprint
 from protocol.errors import AuthError, Conflict
 
 from ..auth import hash_token
-from ..models import Device
+from ..models import Device, EnrolmentToken
 from ..state import RELAY
 from .common import NAME_PATTERN, client_address, read_json, text
 
 routes = web.RouteTableDef()
 
 _REFUSED = "enrolment token unknown, expired, revoked or used up"
+
+
+def _unusable(record: EnrolmentToken, now: float) -> str:
+    """Why ``record`` cannot enrol a device now ("" when it can)."""
+    if record.revoked:
+        return "revoked"
+    if record.expires_at <= now:
+        return "expired"
+    if record.uses >= record.max_uses:
+        return "used up"
+    return ""
 
 
 @routes.post("/api/v1/enroll")
@@ -41,6 +54,13 @@ async def enroll(request: web.Request) -> web.Response:
             "anonymous", "device.enroll_refused", name, address=address, reason="unknown token"
         )
         raise AuthError(_REFUSED)
+    # The token first: only a holder of a usable token may learn that a name is taken.
+    unusable = _unusable(record, now)
+    if unusable:
+        await relay.audit.record(
+            f"token:{record.id}", "device.enroll_refused", name, address=address, reason=unusable
+        )
+        raise AuthError(_REFUSED)
     if await relay.store.get_device_by_name(name) is not None:
         await relay.audit.record(
             f"token:{record.id}",
@@ -55,10 +75,8 @@ async def enroll(request: web.Request) -> web.Response:
     certificate = relay.pki.sign_agent(
         csr.encode(), device_id, relay.config.agents.certificate_days
     )
-    if not await relay.store.use_enrolment_token(record.id, now):
-        reason = (
-            "revoked" if record.revoked else "expired" if record.expires_at <= now else "used up"
-        )
+    if not await relay.store.use_enrolment_token(record.id, now):  # spent meanwhile
+        reason = _unusable(record, now) or "used up"
         await relay.audit.record(
             f"token:{record.id}", "device.enroll_refused", name, address=address, reason=reason
         )

@@ -59,8 +59,9 @@ import asyncssh
 
 from protocol.errors import HelplineError, TooManyAttempts
 
+from ..auth import USERNAME
 from ..models import SshKey, User
-from ..sshkeys import fingerprint_blob
+from ..sshkeys import fingerprint_blob, strong_enough
 from .session import SshSession
 
 if TYPE_CHECKING:
@@ -177,6 +178,9 @@ class GatewayLogin(asyncssh.SSHServer):
             self.reason = "address throttled"
             self.stage = Stage.REFUSED
             return True
+        if not USERNAME.match(self.username):  # no account has it: not even looked up
+            self.reason = "user name not allowed"
+            return True
         self.user = await self.relay.store.get_user(self.username)
         if self.user is None:
             self.reason = "unknown user"
@@ -193,7 +197,12 @@ class GatewayLogin(asyncssh.SSHServer):
             return False
         fingerprint = fingerprint_blob(key.public_data)
         record = await self.relay.store.find_ssh_key(fingerprint)
-        if self.user is not None and record is not None and record.user_id == self.user.id:
+        if (
+            self.user is not None
+            and record is not None
+            and record.user_id == self.user.id
+            and strong_enough(key.public_data)  # a short RSA key from before they were refused
+        ):
             self.candidates[fingerprint] = record
             return True
         if fingerprint not in self.refused_keys:
@@ -335,7 +344,6 @@ class GatewayLogin(asyncssh.SSHServer):
         else:
             reason = "no key offered"
         await self.relay.auth.record_failure(
-            None,
             (self.username or self.login)[:64],
             self.address,
             reason,

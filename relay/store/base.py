@@ -54,6 +54,22 @@ class Store(RolloutStore, ABC):
     @abstractmethod
     async def delete_user(self, user_id: int) -> None: ...
 
+    @abstractmethod
+    async def claim_login_attempt(
+        self, user_id: int, now: float, threshold: int, lockout_seconds: float
+    ) -> int | None:
+        """Count one login attempt against the account before its password or code is
+        checked, atomically: None when it is locked (nothing counted), else the attempt's
+        number since the last success. The attempt that reaches ``threshold`` locks the
+        account until ``now + lockout_seconds`` (a success clears it); an expired lock
+        starts the count again. So parallel guesses never exceed ``threshold``."""
+
+    @abstractmethod
+    async def claim_totp_step(self, user_id: int, step: int) -> bool:
+        """Record ``step`` as the account's last used TOTP step if it is newer than the one
+        recorded, in one compare-and-set: of any number of callers racing with the same
+        step, exactly one gets True."""
+
     # groups and grants
     @abstractmethod
     async def create_group(self, name: str) -> Group: ...

@@ -256,6 +256,40 @@ class SQLiteStore(SQLiteRolloutStore, Store):
         if not await self._execute("DELETE FROM users WHERE id = ?", (user_id,)):
             raise NotFound("no such user")
 
+    async def claim_login_attempt(
+        self, user_id: int, now: float, threshold: int, lockout_seconds: float
+    ) -> int | None:
+        def claim() -> int | None:
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT failed_attempts, locked_until FROM users WHERE id = ?", (user_id,)
+                ).fetchone()
+                if row is None or (row[1] is not None and row[1] > now):
+                    db.execute("ROLLBACK")
+                    return None
+                attempts = (0 if row[1] is not None else row[0]) + 1
+                locked_until = now + lockout_seconds if attempts >= threshold else None
+                db.execute(
+                    "UPDATE users SET failed_attempts = ?, locked_until = ? WHERE id = ?",
+                    (attempts, locked_until, user_id),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return attempts
+
+        return await self._run(claim)
+
+    async def claim_totp_step(self, user_id: int, step: int) -> bool:
+        changed = await self._execute(
+            "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?",
+            (step, user_id, step),
+        )
+        return changed == 1
+
     # -- groups and grants -----------------------------------------------------------
 
     async def create_group(self, name: str) -> Group:

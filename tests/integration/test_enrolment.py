@@ -164,3 +164,42 @@ async def test_duplicate_device_name_is_refused_without_spending_the_token(
     assert other.returncode == 0, other.stderr
     assert await token_uses(admin_client, token["id"]) == 1
     assert {d["name"] for d in await admin_client.devices()} == {"desk", "desk-2"}
+
+
+async def test_a_dead_token_does_not_tell_which_device_names_exist(
+    relay: RelayProcess, admin_client: HelplineClient, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    """Revoked, expired and used-up tokens get the same refusal for a taken name as for a
+    free one: the token is checked before the name, so only a usable token learns names."""
+    start_agent("desk")
+    await wait_online(admin_client, "desk")
+    made = relay.cli("token", "create", "--data", relay.data_dir, "--expires", "1", "--json")
+    expired: dict[str, Any] = json.loads(made.stdout)
+    revoked = await admin_client.create_enrolment_token(max_uses=5)
+    await admin_client.revoke_enrolment_token(revoked["id"])
+    used_up = await admin_client.create_enrolment_token(max_uses=1)
+    assert enroll(relay, tmp_path / "first", used_up["token"], "first").returncode == 0
+    wait_for(lambda: time.time() > expired["expires_at"], what="the one-second token to expire")
+
+    answers = []
+    for token in (expired, revoked, used_up):
+        for name in ("desk", "free-name"):
+            csr = build_agent_csr(generate_private_key(), name).decode()
+            body = {"token": token["token"], "csr": csr, "name": name}
+            answers.append(await api(relay, "POST", "/api/v1/enroll", body=body))
+        result = enroll(relay, tmp_path / f"cli-{token['id']}", token["token"], "desk")
+        assert result.returncode != 0
+        assert result.stderr == REFUSED
+        assert_nothing_written(tmp_path / f"cli-{token['id']}")
+
+    refused = {"error": {"code": ErrorCode.AUTH_FAILED, "message": REFUSED[16:-1]}}
+    assert answers == [(401, refused)] * 6
+    reasons = [r for n, r in await refusals(admin_client)]
+    assert "name taken" not in reasons
+    assert sorted(set(reasons)) == ["expired", "revoked", "used up"]
+    # Nothing spent, nothing enrolled, the device with that name untouched.
+    assert await token_uses(admin_client, revoked["id"]) == 0
+    assert await token_uses(admin_client, expired["id"]) == 0
+    assert {d["name"] for d in await admin_client.devices()} == {"desk", "first"}
+    assert (await admin_client.device("desk"))["online"]
+    assert (await admin_client.verify_audit()).ok

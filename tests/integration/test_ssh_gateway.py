@@ -594,16 +594,19 @@ async def test_wrong_codes_count_toward_the_same_lockout_as_web_logins(
 
     locked = await audit_entries(admin_client, action="user.locked")
     assert [e["target"] for e in locked] == ["tina"], "the SSH failure was the fifth"
-    # Locked: the right key and code are refused, without asking for the code...
+    # Locked: the right key and code are refused, without asking for the code, like any
+    # refused login (a locked account does not say so)...
     right = ssh.run("tina:desk", tina.key, "echo should-not-run", totp=secret)
     assert right.returncode == 255
     assert right.stdout == b""
-    assert "account locked" in text(right.stderr)
+    assert "Permission denied" in text(right.stderr)
+    assert "locked" not in text(right.stderr)
     assert ssh.prompts() == ["One-time code: "], "only the wrong code was ever asked for"
     # ...and so is the web login.
     async with HelplineClient(relay.url, relay.ca_pem) as web:
-        with pytest.raises(TooManyAttempts):
+        with pytest.raises(AuthError) as refused:
             await web.login("tina", tina.user.password, tina.user.code())
+        assert not isinstance(refused.value, TooManyAttempts)
     assert "account locked" in await login_failures(admin_client, "tina")
 
 
